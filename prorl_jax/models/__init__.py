@@ -1,0 +1,20 @@
+"""The Qwen2 policy model: architecture, Hugging Face interop, tokenizer.
+
+Public API:
+  load_hf(path, dtype=jnp.float32) -> (config, params)
+  forward(config, params, input_ids, attention_mask=None) -> float32 logits [batch, time, vocab]
+  save_hf(config, params, out_dir)
+"""
+
+from prorl_jax.models.config import ConfigError, Qwen2Config
+from prorl_jax.models.hf_io import CheckpointError, load_hf, param_layout, save_hf
+from prorl_jax.models.qwen2 import (KVCache, Params, decode_step, default_positions, forward, head_weight,
+                                    hidden_states, init_cache, init_params, prefill, project_to_vocab)
+from prorl_jax.models.tokenizer import ChatTemplateError, apply_chat_template, load_tokenizer
+
+__all__ = [
+    "ChatTemplateError", "CheckpointError", "ConfigError", "KVCache", "Params", "Qwen2Config",
+    "apply_chat_template", "decode_step", "default_positions", "forward", "head_weight", "hidden_states",
+    "init_cache", "init_params", "load_hf", "load_tokenizer", "param_layout", "prefill", "project_to_vocab",
+    "save_hf",
+]

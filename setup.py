@@ -1,0 +1,29 @@
+"""prorl_jax: ProRLv2 prolonged reinforcement learning for LLM reasoning, in JAX/Flax."""
+
+import pathlib
+
+from setuptools import find_packages, setup
+
+_HERE = pathlib.Path(__file__).parent
+
+
+def _requirements(name):
+  lines = (_HERE / name).read_text().splitlines()
+  return [l.split("#")[0].strip() for l in lines if l.split("#")[0].strip()]
+
+
+setup(
+    name="prorl_jax",
+    version="0.1.0",
+    description="ProRLv2 (prolonged RL for reasoning LLMs) in JAX/Flax",
+    long_description=(_HERE / "README.md").read_text() if (_HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["prorl_jax", "prorl_jax.*", "kernels", "kernels.*",
+                                    "experiments", "experiments.*"]),
+    include_package_data=True,
+    package_data={"prorl_jax": ["assets/**/*"]},
+    install_requires=_requirements("requirements.txt"),
+    # torch is only a numerical oracle for tests; install the pinned CPU wheel first.
+    extras_require={"test": _requirements("requirements-test.txt")},
+)
