@@ -1,0 +1,179 @@
+"""Rollout throughput: prorl_jax's sampler against transformers `generate` on the same weights, in one run.
+
+Prints one JSON object: tokens/s of each engine (greedy, fixed prompt and generation lengths, no EOS stops),
+the ratio, the decode FLOP/s as a fraction of this machine's matmul FLOP/s measured in the same run, peak memory,
+and (when a tunix venv is given) google-tunix's vanilla sampler on the same checkpoint.
+
+  python -m benchmarks.rollout                       # the issue's setting: batch 32, prompt 64, 128 new tokens
+  python -m benchmarks.rollout --hidden=256 --layers=4 --batch=8 --new_tokens=32   # quicker
+  python -m benchmarks.rollout --tunix_python=/path/to/tunixvenv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def _parse():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--vocab", type=int, default=32000)
+  p.add_argument("--hidden", type=int, default=512)
+  p.add_argument("--intermediate", type=int, default=1408)
+  p.add_argument("--layers", type=int, default=8)
+  p.add_argument("--heads", type=int, default=8)
+  p.add_argument("--kv_heads", type=int, default=2)
+  p.add_argument("--tied", type=int, default=1)
+  p.add_argument("--batch", type=int, default=32)
+  p.add_argument("--prompt", type=int, default=64)
+  p.add_argument("--new_tokens", type=int, default=128)
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--devices", type=int, default=0,
+                 help="CPU devices to spread the batch over (0: all local devices the run was started with)")
+  p.add_argument("--engines", default="prorl_jax,transformers")
+  p.add_argument("--tunix_python", default="", help="python of a venv with google-tunix installed")
+  p.add_argument("--threads", type=int, default=os.cpu_count())
+  return p.parse_args()
+
+
+def _peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _matmul_flops(jax, jnp, n=1024, repeats=10) -> float:
+  """Best-of-N float32 FLOP/s of an n³ jitted matmul on this machine (all cores)."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def _decode_flops_per_token(cfg, context: float) -> float:
+  """2 × matmul params touched per token, plus attention over `context` cached positions (QK and PV)."""
+  d = cfg.dims_per_head
+  per_layer = (cfg.hidden_size * d * (cfg.num_attention_heads + 2 * cfg.num_key_value_heads)
+               + cfg.num_attention_heads * d * cfg.hidden_size + 3 * cfg.hidden_size * cfg.intermediate_size)
+  attn = 2 * cfg.num_attention_heads * d * context
+  return cfg.num_hidden_layers * (2 * per_layer + 2 * attn) + 2 * cfg.hidden_size * cfg.vocab_size
+
+
+def bench_prorl_jax(ckpt, args):
+  import jax
+  import numpy as np
+  from prorl_jax import models, rollout
+
+  config, params = models.load_hf(ckpt)
+  prompts = np.random.RandomState(0).randint(3, args.vocab, size=(args.batch, args.prompt)).tolist()
+  devices = jax.local_devices()[:args.devices] if args.devices else jax.local_devices()
+  mesh = None
+  if len(devices) > 1:
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+  sampler = rollout.Sampler(config, mesh=mesh) if mesh is not None else rollout.Sampler(config)
+  kw = dict(max_new_tokens=args.new_tokens, sampling=rollout.SamplingParams(temperature=0.0), eos_token_ids=[])
+  t = time.perf_counter()
+  first = sampler.generate(params, prompts, **kw)
+  compile_s = time.perf_counter() - t
+  times = []
+  for _ in range(args.repeats):
+    t = time.perf_counter()
+    out = sampler.generate(params, prompts, **kw)
+    times.append(time.perf_counter() - t)
+  assert (out.lengths == args.new_tokens).all()
+  best = min(times)
+  return {"tokens_per_s": args.batch * args.new_tokens / best, "seconds": best, "first_call_s": compile_s,
+          "devices": len(devices), "tokens": out.tokens.tolist()}, config, first
+
+
+def bench_transformers(ckpt, args):
+  import torch
+  import transformers
+
+  torch.set_num_threads(args.threads)
+  model = transformers.AutoModelForCausalLM.from_pretrained(ckpt).eval()
+  import numpy as np
+  ids = torch.tensor(np.random.RandomState(0).randint(3, args.vocab, size=(args.batch, args.prompt)))
+  kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+            do_sample=False, pad_token_id=0)
+  with torch.no_grad():
+    model.generate(ids, **kw)
+    times = []
+    for _ in range(args.repeats):
+      t = time.perf_counter()
+      out = model.generate(ids, **kw)
+      times.append(time.perf_counter() - t)
+  best = min(times)
+  return {"tokens_per_s": args.batch * args.new_tokens / best, "seconds": best, "threads": torch.get_num_threads(),
+          "tokens": out[:, args.prompt:].tolist()}
+
+
+def main():
+  args = _parse()
+  engines = args.engines.split(",")
+  ckpt = tempfile.mkdtemp(prefix="rollout_bench_")
+  # The checkpoint is written by transformers so both engines read identical weights.
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  hf_cfg = transformers.Qwen2Config(vocab_size=args.vocab, hidden_size=args.hidden,
+                                    intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+                                    num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
+                                    tie_word_embeddings=bool(args.tied), eos_token_id=1, bos_token_id=0)
+  model = transformers.Qwen2ForCausalLM(hf_cfg)
+  n_params = sum(p.numel() for p in model.parameters())
+  model.save_pretrained(ckpt)
+  del model
+  result = {"setting": {"batch": args.batch, "prompt": args.prompt, "new_tokens": args.new_tokens,
+                        "params_millions": round(n_params / 1e6, 2), "dtype": "float32", "greedy": True,
+                        "cpu_count": os.cpu_count()}}
+  import jax
+  import jax.numpy as jnp
+  result["matmul_gflops"] = round(_matmul_flops(jax, jnp) / 1e9, 1)
+  tokens = {}
+  if "prorl_jax" in engines:
+    ours, config, _ = bench_prorl_jax(ckpt, args)
+    tokens["prorl_jax"] = ours.pop("tokens")
+    avg_context = args.prompt + args.new_tokens / 2
+    flops = _decode_flops_per_token(config, avg_context) * ours["tokens_per_s"]
+    ours["decode_gflops"] = round(flops / 1e9, 1)
+    ours["fraction_of_matmul_flops"] = round(flops / (result["matmul_gflops"] * 1e9), 3)
+    result["prorl_jax"] = ours
+  if "transformers" in engines:
+    theirs = bench_transformers(ckpt, args)
+    tokens["transformers"] = theirs.pop("tokens")
+    result["transformers"] = theirs
+  if args.tunix_python:
+    proc = subprocess.run([args.tunix_python, os.path.join(os.path.dirname(__file__), "tunix_sampler.py"), ckpt,
+                           json.dumps(vars(args))], capture_output=True, text=True)
+    try:
+      result["tunix"] = json.loads(proc.stdout.strip().splitlines()[-1])
+      tokens["tunix"] = result["tunix"].pop("tokens", None)
+    except (IndexError, json.JSONDecodeError):
+      result["tunix"] = {"error": proc.stderr[-2000:]}
+  if "prorl_jax" in result and "transformers" in result:
+    result["speedup_vs_transformers"] = round(result["prorl_jax"]["tokens_per_s"]
+                                              / result["transformers"]["tokens_per_s"], 2)
+    result["greedy_tokens_identical"] = tokens["prorl_jax"] == tokens["transformers"]
+  if "tunix" in tokens and tokens["tunix"] is not None and "prorl_jax" in tokens:
+    result["greedy_tokens_identical_tunix"] = tokens["prorl_jax"] == tokens["tunix"]
+  result["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+  for k in ("prorl_jax", "transformers"):
+    if k in result:
+      for f in ("tokens_per_s", "seconds", "first_call_s"):
+        if f in result[k]:
+          result[k][f] = round(result[k][f], 3)
+  print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,255 @@
+"""Batched autoregressive sampling with a KV cache: a jitted prefill, then a jitted `lax.while_loop` decode.
+
+One call generates `num_samples` responses for each of a list of prompts of different lengths. Prompts are
+prefilled once (right-padded into the ragged cache layout of `prorl_jax.models`) and their caches repeated for
+the samples. Each row stops at any EOS id or at `max_new_tokens`; the loop exits as soon as every row is done, and
+finished rows skip attention work. Rows draw from their own PRNG keys (`fold_in(seed, row)`, then the step), so
+results do not depend on how the batch is split into chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prorl_jax import models
+from prorl_jax.rollout.sampling import SamplingParams, select_tokens
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """The while-loop carry. B = rows (prompts × samples), N = max_new_tokens."""
+
+  step: jax.Array  # int32 scalar: tokens generated so far in every live row.
+  tokens: jax.Array  # int32 [B, N]: generated tokens, pad after each row's end.
+  logprobs: jax.Array  # float32 [B, N]: log-prob of each generated token, 0 after the end.
+  positions: jax.Array  # int32 [B]: position (= cache index) of each row's latest token.
+  done: jax.Array  # bool [B]
+  eos_hit: jax.Array  # bool [B]: finished by an EOS token (else by length, or still running).
+  num_generated: jax.Array  # int32 [B]
+  cache: models.KVCache
+  keys: jax.Array  # [B] per-row PRNG keys.
+
+
+@dataclasses.dataclass
+class RolloutBatch:
+  """Host-side result for B = len(prompts) × num_samples rows, samples of a prompt adjacent."""
+
+  prompt_index: np.ndarray  # int32 [B]: which prompt each row answers.
+  tokens: np.ndarray  # int32 [B, N]: response tokens, `pad_id` after each row's length.
+  logprobs: np.ndarray  # float32 [B, N]: sampling log-probs, 0 after each row's length.
+  lengths: np.ndarray  # int32 [B]: response length, the EOS token included.
+  finished_by_eos: np.ndarray  # bool [B]: False means truncated at max_new_tokens.
+  stats: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  @property
+  def response_mask(self) -> np.ndarray:
+    """bool [B, N]: True on real response tokens."""
+    return np.arange(self.tokens.shape[1])[None, :] < self.lengths[:, None]
+
+  def response(self, row: int) -> list[int]:
+    return self.tokens[row, :self.lengths[row]].tolist()
+
+
+def _is_eos(tokens: jax.Array, eos_ids: tuple[int, ...]) -> jax.Array:
+  if not eos_ids:
+    return jnp.zeros(tokens.shape, bool)
+  return jnp.any(tokens[:, None] == jnp.asarray(eos_ids, tokens.dtype)[None, :], axis=-1)
+
+
+def _step_keys(keys: jax.Array, step: jax.Array) -> jax.Array:
+  return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "max_new_tokens", "num_samples",
+                                             "cache_len", "pad_id"))
+def prefill_and_first_token(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params,
+                            prompt_ids: jax.Array, prompt_lengths: jax.Array, live: jax.Array, keys: jax.Array, *,
+                            eos_ids: tuple[int, ...], max_new_tokens: int, num_samples: int, cache_len: int,
+                            pad_id: int) -> DecodeState:
+  """Prefills P right-padded prompts `[P, T]` and samples each row's first token (B = P × num_samples rows).
+
+  `live` bool `[P]` marks real prompts (padding prompts of a fixed-shape chunk start done); `keys` `[B]`.
+  """
+  cache = models.init_cache(config, prompt_ids.shape[0], cache_len)
+  logits, cache = models.prefill(config, params, prompt_ids, prompt_lengths, cache)
+  if num_samples > 1:
+    repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
+    logits, prompt_lengths, live = repeat(logits), repeat(prompt_lengths), repeat(live)
+    cache = jax.tree.map(repeat, cache)
+  b = logits.shape[0]
+  first, first_lp = select_tokens(logits, _step_keys(keys, jnp.int32(0)), sampling)
+  eos = _is_eos(first, eos_ids) & live
+  done = eos | ~live | (max_new_tokens <= 1)
+  tokens = jnp.full((b, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(jnp.where(live, first, pad_id))
+  logprobs = jnp.zeros((b, max_new_tokens), jnp.float32).at[:, 0].set(jnp.where(live, first_lp, 0.0))
+  return DecodeState(step=jnp.int32(1), tokens=tokens, logprobs=logprobs, positions=prompt_lengths.astype(jnp.int32),
+                     done=done, eos_hit=eos, num_generated=live.astype(jnp.int32), cache=cache, keys=keys)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "pad_id"), donate_argnames="state")
+def decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params, state: DecodeState, *,
+                eos_ids: tuple[int, ...], pad_id: int) -> DecodeState:
+  """Decodes until every row is done or the token buffer is full; the state (and its KV cache) is donated."""
+  max_new_tokens = state.tokens.shape[1]
+
+  def cond(s: DecodeState):
+    return (s.step < max_new_tokens) & ~jnp.all(s.done)
+
+  def body(s: DecodeState):
+    active = ~s.done
+    last = jax.lax.dynamic_index_in_dim(s.tokens, s.step - 1, axis=1, keepdims=False)
+    logits, cache = models.decode_step(config, params, last, s.positions, s.cache, active=active)
+    tok, lp = select_tokens(logits, _step_keys(s.keys, s.step), sampling)
+    tok = jnp.where(active, tok, pad_id)
+    lp = jnp.where(active, lp, 0.0)
+    eos = active & _is_eos(tok, eos_ids)
+    return DecodeState(
+        step=s.step + 1,
+        tokens=jax.lax.dynamic_update_index_in_dim(s.tokens, tok, s.step, axis=1),
+        logprobs=jax.lax.dynamic_update_index_in_dim(s.logprobs, lp, s.step, axis=1),
+        positions=s.positions + active.astype(jnp.int32),
+        done=s.done | eos | (s.step + 1 >= max_new_tokens),
+        eos_hit=s.eos_hit | eos,
+        num_generated=s.num_generated + active.astype(jnp.int32),
+        cache=cache,
+        keys=s.keys)
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+def kv_bytes_per_row(config: models.Qwen2Config, cache_len: int) -> int:
+  """KV-cache bytes of one row: 2 (k, v) × layers × cache_len × kv_heads × head_dim × itemsize."""
+  return (2 * config.num_hidden_layers * cache_len * config.num_key_value_heads * config.dims_per_head
+          * config.compute_dtype.itemsize)
+
+
+def rows_per_chunk(config: models.Qwen2Config, *, prompt_len: int, max_new_tokens: int, num_samples: int,
+                   memory_budget_bytes: int) -> int:
+  """How many rows (a multiple of `num_samples`) fit a memory budget for cache, logits and prefill activations."""
+  cache_len = prompt_len + max_new_tokens
+  per_row = kv_bytes_per_row(config, cache_len) + 4 * config.vocab_size * 4 + 4 * max_new_tokens * 2
+  # Prefill of one prompt: fp32 attention scores of one layer at a time, plus the MLP activations.
+  per_prompt = (4 * config.num_attention_heads * prompt_len * prompt_len
+                + 4 * prompt_len * (3 * config.intermediate_size + 4 * config.hidden_size))
+  prompts = max(1, memory_budget_bytes // (num_samples * per_row + per_prompt))
+  return int(prompts * num_samples)
+
+
+def _default_budget() -> int:
+  device = jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and "bytes_limit" in stats:
+    return int(0.4 * stats["bytes_limit"])
+  return 4 * 1024**3
+
+
+class Sampler:
+  """Generates responses for lists of token-id prompts with a fixed model config.
+
+  Args:
+    config: the model config (its `attention_impl` chooses the decode-attention backend).
+    pad_id: token written after each response's end.
+    memory_budget_bytes: rows are generated in fixed-shape chunks that fit this budget (default: 40% of the device
+      memory where JAX reports it, else 4 GiB).
+    max_rows_per_chunk: an explicit cap on rows per chunk (rounded down to whole prompts).
+    prompt_bucket: prompt lengths are padded up to a multiple of this, to limit recompilation.
+  """
+
+  def __init__(self, config: models.Qwen2Config, *, pad_id: int = 0, memory_budget_bytes: int | None = None,
+               max_rows_per_chunk: int | None = None, prompt_bucket: int = 32):
+    self.config = config
+    self.pad_id = int(pad_id)
+    self.memory_budget_bytes = memory_budget_bytes or _default_budget()
+    self.max_rows_per_chunk = max_rows_per_chunk
+    self.prompt_bucket = prompt_bucket
+
+  def generate(self, params: models.Params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
+               sampling: SamplingParams = SamplingParams(), num_samples: int = 1,
+               eos_token_ids: int | Sequence[int] | None = None, seed: int | jax.Array = 0) -> RolloutBatch:
+    """Samples `num_samples` responses of up to `max_new_tokens` tokens for every prompt."""
+    if not prompts:
+      raise ValueError("prompts is empty")
+    if max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    for i, p in enumerate(prompts):
+      if len(p) == 0:
+        raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+    eos_ids = self._eos_tuple(eos_token_ids)
+    longest = max(len(p) for p in prompts)
+    prompt_len = int(math.ceil(longest / self.prompt_bucket) * self.prompt_bucket)
+    if prompt_len + max_new_tokens > self.config.max_position_embeddings:
+      raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                       f"max_position_embeddings ({self.config.max_position_embeddings})")
+    rows = rows_per_chunk(self.config, prompt_len=prompt_len, max_new_tokens=max_new_tokens,
+                          num_samples=num_samples, memory_budget_bytes=self.memory_budget_bytes)
+    if self.max_rows_per_chunk:
+      rows = min(rows, max(num_samples, self.max_rows_per_chunk // num_samples * num_samples))
+    prompts_per_chunk = max(1, min(rows // num_samples, len(prompts)))
+    base_key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
+    outputs, steps, start = [], 0, time.perf_counter()
+    for first in range(0, len(prompts), prompts_per_chunk):
+      chunk = list(prompts[first:first + prompts_per_chunk])
+      state = self._run_chunk(params, chunk, first, prompts_per_chunk, prompt_len, num_samples, max_new_tokens,
+                              sampling, eos_ids, base_key)
+      outputs.append(state)
+      steps += int(state[0])
+    tokens = np.concatenate([o[1] for o in outputs])
+    logprobs = np.concatenate([o[2] for o in outputs])
+    lengths = np.concatenate([o[3] for o in outputs])
+    eos_hit = np.concatenate([o[4] for o in outputs])
+    total = len(prompts) * num_samples
+    elapsed = time.perf_counter() - start
+    stats = {"chunks": len(outputs), "rows_per_chunk": prompts_per_chunk * num_samples, "decode_steps": steps,
+             "generated_tokens": int(lengths[:total].sum()), "seconds": elapsed,
+             "tokens_per_second": float(lengths[:total].sum() / max(elapsed, 1e-9))}
+    return RolloutBatch(prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples),
+                        tokens=tokens[:total], logprobs=logprobs[:total], lengths=lengths[:total],
+                        finished_by_eos=eos_hit[:total], stats=stats)
+
+  def _eos_tuple(self, eos_token_ids) -> tuple[int, ...]:
+    if eos_token_ids is None:
+      return tuple(self.config.eos_token_ids)
+    if isinstance(eos_token_ids, (int, np.integer)):
+      return (int(eos_token_ids),)
+    return tuple(int(e) for e in eos_token_ids)
+
+  def _run_chunk(self, params, chunk, first_prompt, prompts_per_chunk, prompt_len, num_samples, max_new_tokens,
+                 sampling, eos_ids, base_key):
+    n_live = len(chunk)
+    ids = np.full((prompts_per_chunk, prompt_len), self.pad_id, np.int32)
+    lengths = np.ones((prompts_per_chunk,), np.int32)
+    for i, p in enumerate(chunk):
+      ids[i, :len(p)] = p
+      lengths[i] = len(p)
+    live = np.arange(prompts_per_chunk) < n_live
+    row_ids = first_prompt * num_samples + np.arange(prompts_per_chunk * num_samples)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, jnp.asarray(row_ids, jnp.uint32))
+    state = prefill_and_first_token(self.config, sampling, params, ids, lengths, live, keys, eos_ids=eos_ids,
+                                    max_new_tokens=max_new_tokens, num_samples=num_samples,
+                                    cache_len=prompt_len + max_new_tokens, pad_id=self.pad_id)
+    state = decode_loop(self.config, sampling, params, state, eos_ids=eos_ids, pad_id=self.pad_id)
+    step, tokens, logprobs, lengths_out, eos_hit = jax.device_get(
+        (state.step, state.tokens, state.logprobs, state.num_generated, state.eos_hit))
+    rows = n_live * num_samples
+    return step, tokens[:rows], logprobs[:rows], lengths_out[:rows], eos_hit[:rows]
+
+
+def generate_tokens(config: models.Qwen2Config, params: models.Params, prompts: Sequence[Sequence[int]], *,
+                    max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                    eos_token_id: int | Sequence[int] | None = None, seed: int = 0) -> list[list[int]]:
+  """New tokens for each prompt (token-id lists of any lengths), ending after the first EOS (inclusive) or at
+  `max_new_tokens`. `temperature=0` is greedy. `eos_token_id` may be one id or several; None uses the config's."""
+  sampler = Sampler(config, pad_id=config.pad_token_id or 0)
+  batch = sampler.generate(params, prompts, max_new_tokens=max_new_tokens,
+                           sampling=SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p),
+                           eos_token_ids=eos_token_id, seed=seed)
+  return [batch.response(i) for i in range(len(prompts))]

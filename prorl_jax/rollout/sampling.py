@@ -1,0 +1,80 @@
+"""Next-token selection: greedy, temperature, top-k and top-p (nucleus) sampling with explicit PRNG keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """How tokens are drawn; static under jit (a change recompiles).
+
+  temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+  top_k: keep the k most likely tokens (0 = all).
+  top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1.0 = all)
+    (Holtzman et al. 2019, arXiv 1904.09751).
+  """
+
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    if self.temperature < 0:
+      raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+    if self.top_k < 0:
+      raise ValueError(f"top_k must be >= 0 (0 = no top-k filter), got {self.top_k}")
+    if not 0.0 < self.top_p <= 1.0:
+      raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+  @property
+  def greedy(self) -> bool:
+    return self.temperature == 0.0
+
+
+def filtered_logits(logits: jax.Array, params: SamplingParams) -> jax.Array:
+  """Temperature-scaled logits `[..., vocab]` with tokens outside top-k / top-p set to -inf."""
+  logits = logits.astype(jnp.float32) / params.temperature
+  vocab = logits.shape[-1]
+  if 0 < params.top_k < vocab:
+    kth = jax.lax.top_k(logits, params.top_k)[0][..., -1:]
+    logits = jnp.where(logits < kth, -jnp.inf, logits)
+  if params.top_p < 1.0:
+    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Probability mass strictly before each sorted token; a token is kept while that mass is below top_p,
+    # so the most likely token always survives.
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = mass_before < params.top_p
+    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    logits = jnp.where(logits < threshold, -jnp.inf, logits)
+  return logits
+
+
+def select_tokens(logits: jax.Array, keys: jax.Array, params: SamplingParams) -> tuple[jax.Array, jax.Array]:
+  """Draws one token per row.
+
+  Args:
+    logits: float32 `[batch, vocab]` model logits.
+    keys: `[batch]` PRNG keys, one per row, so a row's draw does not depend on which other rows share its batch.
+    params: the sampling rule.
+
+  Returns:
+    (tokens int32 `[batch]`, logprobs float32 `[batch]`): the log-probability of each chosen token under the
+    temperature-scaled, untruncated distribution `log_softmax(logits / T)` — the distribution a trainer scores
+    with (verl divides logits by the rollout temperature); for greedy, under `log_softmax(logits)`.
+  """
+  logits = logits.astype(jnp.float32)
+  if params.greedy:
+    tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    scaled = logits
+  else:
+    scaled = logits / params.temperature
+    masked = filtered_logits(logits, params)
+    tokens = jax.vmap(jax.random.categorical)(keys, masked).astype(jnp.int32)
+  logprobs = jnp.take_along_axis(jax.nn.log_softmax(scaled, axis=-1), tokens[:, None], axis=-1)[:, 0]
+  return tokens, logprobs
