@@ -1,0 +1,312 @@
+"""Code benchmarks (HumanEval+, LiveCodeBench, PRIME's validation set) and ProRL's code training source
+(Eurus-2-RL-Data), mapped onto the code reward's tests: stdin/stdout `{"inputs", "outputs"}` or call-based
+`{"fn_name", "inputs": [[arg, ...], ...], "outputs": [...]}` (ALGORITHMS.md §12).
+
+Layouts:
+  evalplus/humanevalplus, test: task_id, prompt, canonical_solution, entry_point, test. `test` is EvalPlus's
+    HumanEval-compatible checker: `def check(candidate): inputs = [...]; results = [...]` (older exports name the
+    second list `exp_out`), looping `assertion(candidate(*inp), exp, atol)`. The literal lists become call-based
+    tests on `entry_point`. Expected values are stored in their JSON form (tuples become lists) because the code
+    harness returns values through JSON. What the code reward cannot express: EvalPlus compares float outputs with
+    `np.allclose(atol)` (atol 1e-6 by default for float outputs) where ours needs equality (the tolerance is
+    recorded in the ground truth as "atol" for a reward that honours it), and `find_zero` is checked by a
+    polynomial oracle (`_poly(...) <= atol`) rather than against an output: it keeps the canonical solution's
+    outputs (stricter) and `extra["oracle"] = "special"`. Tests whose values have no JSON form are dropped and
+    counted in `extra["dropped_tests"]`. The full suites are large (EvalPlus adds hundreds of tests per task) and
+    the sandbox harness forks once per test (about 10 ms each here), so scoring them needs a code timeout well
+    above the 5 s default, or `max_tests=` for a fixed per-task subsample.
+  livecodebench/code_generation_lite (raw files test.jsonl, test2.jsonl, ...): question_title, question_content,
+    platform, question_id, contest_id, contest_date, starter_code, difficulty, public_test_cases (JSON text),
+    private_test_cases (JSON text, or base64(zlib(pickle(JSON text))) in later releases), metadata (JSON text with
+    func_name for LeetCode). "functional" tests hold one JSON argument per input line and a JSON output.
+  PRIME-RL/Eurus-2-RL-Data, train/validation (verl layout): data_source, prompt ([system, user] messages), ability
+    ("math"|"code"), reward_model {style, ground_truth: JSON text of {"inputs", "outputs", optional "fn_name"}},
+    extra_info {split, index}. PRIME's call-based inputs are strings of one JSON argument per line; they are
+    decoded into argument lists here (outputs stay as given: the code reward decodes them).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import datetime
+import io
+import json
+import os
+import pathlib
+import pickle
+import random
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from prorl_jax.data.schema import Example
+from prorl_jax.data.sources._rows import HubLocation, Row, Where, column, iter_local, iter_rows, maybe_json
+from prorl_jax.data.sources.registry import Context, SourceSpec
+
+_HEP_LAYOUT = "evalplus/humanevalplus (task_id, prompt, entry_point, test)"
+_LCB_LAYOUT = "livecodebench/code_generation_lite"
+_EURUS_LAYOUT = "PRIME-RL/Eurus-2-RL-Data (verl: prompt, ability, reward_model.ground_truth)"
+_MAX_TESTS_BLOB = 1 << 30  # refuse LiveCodeBench test blobs that inflate beyond 1 GiB
+
+HUMANEVAL_TEMPLATE = ("Complete the following Python function. Give the whole function, with the imports it "
+                      "needs.\n\n```python\n{prompt}```")
+LCB_CALL_TEMPLATE = ("{question}\n\nYou will use the following starter code to write the solution to the problem "
+                     "and enclose your code within delimiters.\n```python\n{starter_code}\n```")
+LCB_STDIN_TEMPLATE = ("{question}\n\nRead the inputs from stdin, solve the problem and write the answer to stdout "
+                      "(do not directly test on the sample inputs).")
+
+
+def _json_form(value: Any) -> tuple[bool, Any]:
+  """(ok, the value after a JSON round trip): what the sandboxed harness sees and returns."""
+  try:
+    return True, json.loads(json.dumps(value))
+  except (TypeError, ValueError):
+    return False, None
+
+
+# ---- HumanEval+ -----------------------------------------------------------------------------------------
+
+def _literal(node: ast.AST, name: str, ctx: Context) -> Any:
+  try:
+    return ast.literal_eval(node)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as e:
+    raise ctx.error("test", f"assigns {name} a value that is not a Python literal ({type(e).__name__})",
+                    "expected EvalPlus's HumanEval-compatible checker with literal input/output lists") from None
+
+
+def parse_evalplus_check(test: str, ctx: Context) -> tuple[list[Any], list[Any], float, bool]:
+  """(inputs, expected outputs, atol, special oracle?) from EvalPlus's `check(candidate)` source."""
+  try:
+    tree = ast.parse(test)
+  except SyntaxError as e:
+    raise ctx.error("test", f"is not valid Python ({e.msg}, line {e.lineno})", "") from None
+  check = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None)
+  if check is None:
+    raise ctx.error("test", "defines no check(candidate) function", f"expected the {_HEP_LAYOUT} layout")
+  assigned: dict[str, ast.AST] = {}
+  for node in ast.walk(check):
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+      assigned[node.targets[0].id] = node.value
+  out_name = next((n for n in ("results", "exp_out", "outputs", "expected") if n in assigned), None)
+  if "inputs" not in assigned or out_name is None:
+    raise ctx.error("test", f"check() assigns {sorted(assigned)}, not 'inputs' and 'results'",
+                    "expected EvalPlus's HumanEval-compatible checker (the original HumanEval asserts are not "
+                    "supported: use evalplus/humanevalplus)")
+  inputs, outputs = _literal(assigned["inputs"], "inputs", ctx), _literal(assigned[out_name], out_name, ctx)
+  if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs) or not inputs:
+    raise ctx.error("test", "has inputs/outputs lists of different lengths (or empty)", "")
+  atol, standard = 0.0, False
+  for node in ast.walk(check):
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "assertion":
+      standard = True
+      if len(node.args) >= 3:
+        value = _literal(node.args[2], "atol", ctx)
+        atol = float(value) if isinstance(value, (int, float)) else 0.0
+  return inputs, outputs, atol, not standard
+
+
+def _is_floats(value: Any) -> bool:
+  """EvalPlus's `is_floats`: a float, or a non-empty list/tuple of floats."""
+  if isinstance(value, float):
+    return True
+  return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, float) for v in value)
+
+
+def convert_humaneval_plus(row: Row, ctx: Context) -> Example:
+  """EvalPlus row -> call-based code Example on the entry point."""
+  task_id = str(column(row, "task_id", ctx.where, layout=_HEP_LAYOUT))
+  prompt = str(column(row, "prompt", ctx.where, layout=_HEP_LAYOUT))
+  entry = str(column(row, "entry_point", ctx.where, layout=_HEP_LAYOUT))
+  inputs, outputs, atol, special = parse_evalplus_check(str(column(row, "test", ctx.where, layout=_HEP_LAYOUT)),
+                                                        ctx)
+  tests, dropped = [], 0
+  for args, expected in zip(inputs, outputs):
+    ok_in, args_json = _json_form(list(args) if isinstance(args, (list, tuple)) else [args])
+    ok_out, expected_json = _json_form(expected)
+    if ok_in and ok_out:
+      tests.append((args_json, expected_json))
+    else:
+      dropped += 1
+  max_tests = ctx.options["max_tests"]
+  if max_tests is not None and len(tests) > max_tests:
+    # A fixed subsample per task (the first tests are HumanEval's own, kept first), for time-bounded runs.
+    rest = tests[1:]
+    random.Random(task_id).shuffle(rest)
+    tests = tests[:1] + rest[:max_tests - 1]
+  if not tests:
+    raise ctx.error("test", "has no test whose values have a JSON form", "")
+  truth = {"fn_name": entry, "inputs": [t[0] for t in tests], "outputs": [t[1] for t in tests]}
+  if atol or any(_is_floats(t[1]) for t in tests):
+    truth["atol"] = atol or 1e-6  # EvalPlus's `assertion` defaults float outputs to atol 1e-6
+  extra: dict[str, Any] = {"task_id": task_id, "entry_point": entry, "num_tests": len(tests)}
+  if dropped:
+    extra["dropped_tests"] = dropped
+  if special:
+    extra["oracle"] = "special"
+  if row.get("canonical_solution"):
+    extra["canonical_solution"] = row["canonical_solution"]
+  return ctx.example(id=task_id.replace("/", "_"), domain="code", prompt=HUMANEVAL_TEMPLATE.format(prompt=prompt),
+                     ground_truth=truth, extra=extra)
+
+
+# ---- LiveCodeBench --------------------------------------------------------------------------------------
+
+class _TextOnlyUnpickler(pickle.Unpickler):
+  """Unpickles plain data only: LiveCodeBench blobs are a pickled JSON string, so any global is refused."""
+
+  def find_class(self, module: str, name: str):
+    raise pickle.UnpicklingError(f"refusing {module}.{name}: LiveCodeBench test blobs hold only a JSON string")
+
+
+def decode_lcb_tests(value: Any, ctx: Context, field: str) -> list[dict[str, Any]]:
+  """LiveCodeBench test cases from JSON text or the base64(zlib(pickle(JSON text))) form of later releases."""
+  if isinstance(value, list):
+    return value
+  if not isinstance(value, str):
+    raise ctx.error(field, f"has type {type(value).__name__}", "expected JSON text of a list of test cases")
+  try:
+    return json.loads(value)
+  except ValueError:
+    pass
+  try:
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(base64.b64decode(value.encode("ascii"), validate=True), _MAX_TESTS_BLOB)
+    if inflater.unconsumed_tail:
+      raise ValueError(f"inflates beyond {_MAX_TESTS_BLOB} bytes")
+    decoded = _TextOnlyUnpickler(io.BytesIO(raw)).load()
+    return json.loads(decoded) if isinstance(decoded, (str, bytes)) else decoded
+  except Exception as e:  # noqa: BLE001 -- any decoding failure is a malformed row
+    raise ctx.error(field, f"is neither JSON nor LiveCodeBench's compressed form ({type(e).__name__}: {e})",
+                    "") from None
+
+
+def _call_args(text: Any, ctx: Context, field: str) -> list[Any]:
+  if isinstance(text, list):
+    return text
+  try:
+    return [json.loads(line) for line in str(text).split("\n") if line.strip()]
+  except ValueError as e:
+    raise ctx.error(field, f"holds a call-based input that is not one JSON value per line ({e})", "") from None
+
+
+def convert_livecodebench(row: Row, ctx: Context) -> Example | None:
+  """LiveCodeBench row -> code Example (functional tests call-based on metadata.func_name, else stdin/stdout)."""
+  qid = str(column(row, "question_id", ctx.where, layout=_LCB_LAYOUT))
+  date = str(row.get("contest_date") or "")
+  start, end = ctx.options["start_date"], ctx.options["end_date"]
+  for name, value in (("start_date", start), ("end_date", end)):
+    if value is not None:
+      try:
+        datetime.date.fromisoformat(value)
+      except (TypeError, ValueError):
+        raise ValueError(f"livecodebench {name} must be an ISO date like '2024-08-01', got {value!r}") from None
+  if (start or end) and date:
+    try:
+      day = datetime.datetime.fromisoformat(date).date().isoformat()
+    except ValueError:
+      raise ctx.error("contest_date", f"is {date!r}, not an ISO date-time", "") from None
+    if (start and day < start) or (end and day > end):
+      return None
+  tests = decode_lcb_tests(column(row, "public_test_cases", ctx.where, layout=_LCB_LAYOUT), ctx, "public_test_cases")
+  tests = tests + decode_lcb_tests(row.get("private_test_cases") or "[]", ctx, "private_test_cases")
+  if not tests:
+    raise ctx.error("public_test_cases", "and private_test_cases are empty", "")
+  metadata = maybe_json(row.get("metadata") or {})
+  kinds = {t.get("testtype") for t in tests}
+  question = str(column(row, "question_content", ctx.where, layout=_LCB_LAYOUT)).strip()
+  starter = str(row.get("starter_code") or "").strip()
+  if kinds == {"functional"}:
+    fn_name = metadata.get("func_name") if isinstance(metadata, Mapping) else None
+    if not fn_name:
+      raise ctx.error("metadata", "has no func_name for functional tests", "")
+    truth = {"fn_name": fn_name, "inputs": [_call_args(t["input"], ctx, "tests") for t in tests],
+             "outputs": [t["output"] for t in tests]}  # JSON text: the code reward decodes it
+    prompt = LCB_CALL_TEMPLATE.format(question=question, starter_code=starter)
+  elif kinds == {"stdin"}:
+    truth = {"inputs": [t["input"] for t in tests], "outputs": [t["output"] for t in tests]}
+    prompt = LCB_STDIN_TEMPLATE.format(question=question)
+  else:
+    raise ctx.error("public_test_cases", f"mix test types {sorted(map(str, kinds))}", "")
+  extra = {k: str(row[k]) for k in ("question_title", "platform", "contest_id", "contest_date", "difficulty")
+           if row.get(k)}
+  extra["num_tests"] = len(tests)
+  return ctx.example(id=qid, domain="code", prompt=prompt, ground_truth=truth, extra=extra)
+
+
+def _lcb_rows(source: Any, hub: HubLocation, where: Where, options: Mapping[str, Any]) -> Iterator[Row]:
+  """A local copy of the repository is read file by file as the release names them (test.jsonl, test2.jsonl...)."""
+  if isinstance(source, (str, os.PathLike)) and pathlib.Path(source).is_dir():
+    files = [pathlib.Path(source) / f for f in hub.data_files if (pathlib.Path(source) / f).is_file()]
+    if files:
+      for path in files:
+        yield from iter_local(path, hub.split)
+      return
+  yield from iter_rows(source, hub, where)
+
+
+def _lcb_hub(options: Mapping[str, Any]) -> HubLocation:
+  version = options["version"]
+  if version.startswith("release_v") and version[9:].isdigit():
+    files = ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, int(version[9:]) + 1)]
+  elif version.startswith("v") and version[1:].isdigit():
+    files = ["test.jsonl" if version == "v1" else f"test{version[1:]}.jsonl"]
+  else:
+    raise ValueError(f"livecodebench version must look like 'release_v5' or 'v6', got {version!r}")
+  return HubLocation("livecodebench/code_generation_lite", split="test", data_files=tuple(files))
+
+
+# ---- Eurus-2-RL / PRIME validation ----------------------------------------------------------------------
+
+def _lines(value: Any) -> Any:
+  if isinstance(value, list) and all(isinstance(v, str) for v in value):
+    return "\n".join(value)
+  return value
+
+
+def convert_eurus(row: Row, ctx: Context) -> Example | None:
+  """verl-layout Eurus-2-RL row -> Example; rows of other abilities are dropped."""
+  ability = str(column(row, "ability", ctx.where, layout=_EURUS_LAYOUT))
+  if ability not in ctx.options["abilities"]:
+    return None
+  messages = maybe_json(column(row, "prompt", ctx.where, layout=_EURUS_LAYOUT))
+  reward = maybe_json(column(row, "reward_model", ctx.where, layout=_EURUS_LAYOUT))
+  if not isinstance(reward, Mapping) or reward.get("ground_truth") is None:
+    raise ctx.error("reward_model", "has no ground_truth", f"expected the {_EURUS_LAYOUT} layout")
+  truth = maybe_json(reward["ground_truth"])
+  if ability == "code" and isinstance(truth, Mapping):
+    if truth.get("fn_name"):
+      truth = {**truth, "inputs": [_call_args(i, ctx, "reward_model.ground_truth") for i in truth.get("inputs", [])]}
+    else:  # APPS-derived rows may store stdin/stdout as lists of lines
+      truth = {**truth, **{k: [_lines(v) for v in truth.get(k) or []] for k in ("inputs", "outputs")}}
+  if isinstance(messages, list) and not ctx.options["keep_system_prompt"]:  # PRIME's action-tag system prompt
+    messages = [m for m in messages if not (isinstance(m, Mapping) and m.get("role") == "system")]
+  info = maybe_json(row.get("extra_info") or {})
+  index = info.get("index") if isinstance(info, Mapping) else None
+  extra = {"data_source": row.get("data_source"), "ability": ability}
+  return ctx.example(id=str(index if index is not None else ctx.index), domain=ability, messages=messages,
+                     ground_truth=truth, extra=extra)
+
+
+def _eurus(name: str, kind: str, split: str, description: str) -> SourceSpec:
+  return SourceSpec(name=name, kind=kind, domain="code", hub=HubLocation("PRIME-RL/Eurus-2-RL-Data", split=split),
+                    convert=convert_eurus, layout=_EURUS_LAYOUT, description=description,
+                    defaults={"abilities": ("code",), "keep_system_prompt": False})
+
+
+CODE_BENCHMARKS: Mapping[str, SourceSpec] = {s.name: s for s in (
+    SourceSpec(name="humaneval_plus", kind="benchmark", domain="code",
+               hub=HubLocation("evalplus/humanevalplus", split="test"), convert=convert_humaneval_plus,
+               layout=_HEP_LAYOUT, description="HumanEval+ (EvalPlus), 164 problems, call-based tests",
+               defaults={"max_tests": None}),
+    SourceSpec(name="livecodebench", kind="benchmark", domain="code", hub=None, hub_for=_lcb_hub,
+               convert=convert_livecodebench, layout=_LCB_LAYOUT, rows=_lcb_rows,
+               description="LiveCodeBench code generation (lite), optionally within a contest-date window",
+               defaults={"version": "release_v5", "start_date": None, "end_date": None}),
+    _eurus("prime_code_val", "benchmark", "validation",
+           "PRIME validation code problems (APPS, CodeContests, Codeforces, TACO) from Eurus-2-RL-Data"),
+)}
+
+CODE_TRAINING: Mapping[str, SourceSpec] = {s.name: s for s in (
+    _eurus("eurus2_code", "training", "train", "Eurus-2-RL-Data code problems (ProRL's code domain)"),
+)}
