@@ -1,0 +1,114 @@
+"""`experiments.evaluate` as a function: load checkpoints and benchmarks from a config, evaluate each checkpoint
+(resumably), write summaries and the pass@k plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any, Sequence
+
+import jax.numpy as jnp
+import ml_collections
+
+from prorl_jax import models, rollout
+from prorl_jax.data.specs import load_spec, spec_label
+from prorl_jax.evaluation.checkpoint_eval import benchmark_of, evaluate_checkpoint
+from prorl_jax.evaluation.plots import plot_pass_at_k
+from prorl_jax.evaluation.runner import EvalSettings
+from prorl_jax.evaluation.summary import format_table
+
+
+def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
+  e = config.eval
+  return EvalSettings(num_samples=e.num_samples, temperature=e.temperature, top_p=e.top_p, top_k=e.top_k,
+                      max_new_tokens=e.max_new_tokens or config.rollout.max_new_tokens, seed=config.seed,
+                      batch_prompts=e.batch_prompts)
+
+
+def load_benchmarks(config: ml_collections.ConfigDict, specs: Sequence[str] = (), limit: int | None = None):
+  """(examples, benchmark label per example) from `specs`, else config.eval.benchmarks, else data.validation."""
+  specs = list(specs) or [s for s in config.eval.benchmarks.split(";") if s] or [
+      s for s in config.data.validation.split(";") if s]
+  if not any(specs):
+    raise ValueError("no benchmarks: pass --benchmarks or set config.eval.benchmarks / config.data.validation")
+  examples, labels = [], []
+  for spec in specs:
+    loaded = load_spec(spec, split=config.data.validation_split, seed=config.seed,
+                       limit=limit or config.data.validation_size or None, what=f"benchmark {spec!r}")
+    several_domains = len({e.domain for e in loaded}) > 1
+    for e in loaded:
+      default = f"{spec_label(spec)}/{e.domain}" if several_domains else spec_label(spec)
+      labels.append(benchmark_of(e, default))
+      examples.append(e)
+  return examples, labels
+
+
+def load_policy(checkpoint: str, config: ml_collections.ConfigDict):
+  """(model config, params, tokenizer, id) from a HF directory / hub id, or from one of our Orbax checkpoints
+  (architecture and tokenizer then come from config.model.path)."""
+  from prorl_jax.training import checkpointing  # Lazy: training imports this package.
+
+  kw = dict(dtype=jnp.dtype(config.model.param_dtype), compute_dtype=config.model.compute_dtype,
+            attention_impl=config.model.attention_impl)
+  orbax = checkpointing.resolve_orbax_checkpoint(checkpoint)
+  if orbax is not None:
+    directory, step = orbax
+    model_config, base = models.load_hf(config.model.path, revision=config.model.revision or None, **kw)
+    params = checkpointing.Checkpointer(directory, async_save=False).restore_params(step, base)
+    tokenizer_path, ident = config.tokenizer.path or config.model.path, f"{directory}@{step}"
+  else:
+    model_config, params = models.load_hf(checkpoint, **kw)
+    has_tokenizer = os.path.isdir(checkpoint) and any(
+        os.path.exists(os.path.join(checkpoint, f)) for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer_path = checkpoint if has_tokenizer or not os.path.isdir(checkpoint) else (
+        config.tokenizer.path or config.model.path)
+    ident = os.path.abspath(checkpoint) if os.path.isdir(checkpoint) else checkpoint
+  tokenizer = models.load_tokenizer(tokenizer_path, chat_template=config.tokenizer.chat_template or None)
+  return model_config, params, tokenizer, ident
+
+
+def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tuple[str, str]],
+                   workdir: str | os.PathLike, *, specs: Sequence[str] = (), limit: int | None = None,
+                   overwrite: bool = False) -> dict[str, Any]:
+  """Evaluates each (label, checkpoint) on the benchmarks; returns {"pass@1": {label: {benchmark: value}}, ...}."""
+  from prorl_jax.rewards import RewardManager
+  from prorl_jax.training.config import check_known_fields
+
+  check_known_fields(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  examples, labels = load_benchmarks(config, specs, limit)
+  settings = eval_settings(config)
+  reports = {}
+  manager = RewardManager(config.rewards.num_workers or None, timeout_s=config.rewards.timeout_s,
+                          code_timeout_s=config.rewards.code_timeout_s,
+                          preload=sorted({e.domain for e in examples}))
+  try:
+    for label, checkpoint in checkpoints:
+      model_config, params, tokenizer, ident = load_policy(checkpoint, config)
+      eos = set(model_config.eos_token_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
+                                               else set())
+      sampler = rollout.Sampler(model_config, pad_id=tokenizer.pad_token_id or 0)
+      report = evaluate_checkpoint(
+          label=label, checkpoint_id=ident, sampler=sampler, params=params, tokenizer=tokenizer, examples=examples,
+          benchmarks=labels, score_batch=lambda d, t, g: manager.score_batch(d, t, g).scores,
+          eos_token_ids=sorted(eos), settings=settings, out_dir=workdir / label,
+          system_prompt=config.tokenizer.system_prompt or None, overwrite=overwrite)
+      print(f"\n== {label}: {ident}\n{report.table()}", flush=True)
+      reports[label] = report
+  finally:
+    manager.close()
+  png = plot_pass_at_k({label: r.summary for label, r in reports.items()}, workdir / "pass_at_k.png",
+                       title=f"pass@k, {settings.num_samples} samples, T={settings.temperature}")
+  combined = {"settings": {"num_samples": settings.num_samples, "temperature": settings.temperature,
+                           "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens},
+              "checkpoints": {label: str(dict(checkpoints)[label]) for label in reports},
+              "pass@1": {label: {b: s["pass@1"] for b, s in r.summary.items()} for label, r in reports.items()},
+              "summary": {label: r.summary for label, r in reports.items()}, "plot": str(png)}
+  (workdir / "summary.json").write_text(json.dumps(combined, indent=2) + "\n")
+  print(f"\npass@k plot: {png}\nsummary: {workdir / 'summary.json'}", flush=True)
+  return combined
+
+
+__all__ = ["eval_settings", "format_table", "load_benchmarks", "load_policy", "run_evaluation"]
