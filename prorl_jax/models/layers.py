@@ -112,15 +112,39 @@ class Attention(nn.Module):
              write_index: jax.Array, attend_lengths: jax.Array):
     """One token per row: x `[B, 1, H]`; writes its k/v at `write_index` `[B]` of the caches `[B, S, Hkv, D]`,
     then attends to cache positions `[0, attend_lengths[b])`. Returns (out `[B, 1, H]`, k_cache, v_cache)."""
-    # Imported here so the training forward never loads Pallas.
-    from kernels.decode_attention import decode_attention
-
     q, k, v = self._qkv(x, cos, sin)
     rows = jnp.arange(x.shape[0])
     k_cache = k_cache.at[rows, write_index].set(k[:, 0].astype(k_cache.dtype), mode="drop")
     v_cache = v_cache.at[rows, write_index].set(v[:, 0].astype(v_cache.dtype), mode="drop")
-    out = decode_attention(q[:, 0], k_cache, v_cache, attend_lengths, impl=self.config.attention_impl)
+    out = _decode_attention(self.config, q[:, 0], k_cache, v_cache, attend_lengths)
     return self.o_proj(out.reshape(x.shape[0], 1, -1)), k_cache, v_cache
+
+
+def _decode_attention(config: Qwen2Config, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
+                      lengths: jax.Array) -> jax.Array:
+  """`kernels.decode_attention` for q `[B, Hq, D]`, caches `[B, S, Hkv, D]`, lengths `[B]` -> `[B, Hq, D]`.
+
+  Under a multi-device mesh (`jax.set_mesh`, as the sharded sampler traces) a Pallas kernel runs per shard in
+  `shard_map`, over rows and, when they split evenly, kv heads (laid out by `prorl_jax.parallel.kv_cache_spec`):
+  XLA cannot partition a `pallas_call`. The jnp reference stays a plain XLA computation that GSPMD partitions.
+  """
+  # Imported here so the training forward never loads Pallas (and models does not import parallel at load time).
+  from kernels.decode_attention import decode_attention, select_impl
+
+  impl = config.attention_impl
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1 or not select_impl(q.shape, k_cache.shape, k_cache.dtype, impl=impl).is_pallas:
+    return decode_attention(q, k_cache, v_cache, lengths, impl=impl)
+  from prorl_jax.parallel.rules import kv_cache_spec
+
+  cache_spec = kv_cache_spec(config, k_cache.shape[0], k_cache.shape[1], mesh)
+  padded = tuple(cache_spec) + (None,) * (4 - len(cache_spec))
+  rows, heads = padded[0], padded[2]
+  q_spec = jax.sharding.PartitionSpec(rows, heads)
+  kernel = jax.shard_map(lambda *a: decode_attention(*a, impl=impl), mesh=mesh,
+                         in_specs=(q_spec, cache_spec, cache_spec, jax.sharding.PartitionSpec(rows)),
+                         out_specs=q_spec, check_vma=False)
+  return kernel(q, k_cache, v_cache, lengths)
 
 
 class MLP(nn.Module):

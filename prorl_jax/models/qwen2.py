@@ -65,13 +65,18 @@ class Qwen2(nn.Module):
     return x
 
   def _layers(self, input_ids, positions, mask):
+    # Pins activation rows to the mesh's batch axes under a multi-device context mesh (identity otherwise), so
+    # FSDP gathers weights instead of splitting activations along the hidden dimension. Imported here: parallel
+    # depends on models.
+    from prorl_jax.parallel.activations import constrain_activations
+
     x = self.embed_tokens(input_ids)
     cos, sin = rotary_cos_sin(positions, self.config.dims_per_head, self.config.rope_theta)
     kvs = []
     for layer in self.layers:
-      x, kv = layer(x, cos, sin, mask)
+      x, kv = layer(constrain_activations(x), cos, sin, mask)
       kvs.append(kv)
-    return self.norm(x), kvs
+    return constrain_activations(self.norm(x)), kvs
 
   def prefill(self, input_ids, positions, mask):
     """Like `hidden`, also returning each layer's (k, v) `[B, T, Hkv, D]` for the cache."""

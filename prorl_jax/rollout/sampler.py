@@ -5,6 +5,11 @@ prefilled once (right-padded into the ragged cache layout of `prorl_jax.models`)
 the samples. Each row stops at any EOS id or at `max_new_tokens`; the loop exits as soon as every row is done, and
 finished rows skip attention work. Rows draw from their own PRNG keys (`fold_in(seed, row)`, then the step), so
 results do not depend on how the batch is split into chunks.
+
+With a device mesh (`Sampler(config, mesh=...)`) params are laid out by `prorl_jax.parallel`'s sampling rules
+(tensor parallel, replicated over the batch axes), rows and their KV cache are split over the mesh's batch axes
+("data", "fsdp"), chunks are padded to a whole number of rows per shard, and the Pallas decode kernel runs per shard
+under `shard_map`. Per-row PRNG keys keep the samples independent of the mesh.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
 
 from prorl_jax import models
+from prorl_jax.parallel import mesh as mesh_lib
+from prorl_jax.parallel import rules
 from prorl_jax.rollout.sampling import SamplingParams, select_tokens
 
 
@@ -69,22 +77,28 @@ def _step_keys(keys: jax.Array, step: jax.Array) -> jax.Array:
   return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "max_new_tokens", "num_samples",
-                                             "cache_len", "pad_id"))
-def prefill_and_first_token(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params,
-                            prompt_ids: jax.Array, prompt_lengths: jax.Array, live: jax.Array, keys: jax.Array, *,
-                            eos_ids: tuple[int, ...], max_new_tokens: int, num_samples: int, cache_len: int,
-                            pad_id: int) -> DecodeState:
+def _constrain_cache(config: models.Qwen2Config, cache: models.KVCache, mesh: Mesh | None) -> models.KVCache:
+  if mesh is None:
+    return cache
+  return jax.lax.with_sharding_constraint(cache, rules.kv_cache_shardings(config, cache.batch_size, cache.max_len,
+                                                                          mesh))
+
+
+def _prefill_and_first_token(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params,
+                             prompt_ids: jax.Array, prompt_lengths: jax.Array, live: jax.Array, keys: jax.Array, *,
+                             eos_ids: tuple[int, ...], max_new_tokens: int, num_samples: int, cache_len: int,
+                             pad_id: int, mesh: Mesh | None = None) -> DecodeState:
   """Prefills P right-padded prompts `[P, T]` and samples each row's first token (B = P × num_samples rows).
 
-  `live` bool `[P]` marks real prompts (padding prompts of a fixed-shape chunk start done); `keys` `[B]`.
+  `live` bool `[P]` marks real prompts (padding prompts of a fixed-shape chunk start done); `keys` `[B]`. With a
+  `mesh`, the KV cache is created and repeated in its sharded layout instead of replicated then resharded.
   """
-  cache = models.init_cache(config, prompt_ids.shape[0], cache_len)
+  cache = _constrain_cache(config, models.init_cache(config, prompt_ids.shape[0], cache_len), mesh)
   logits, cache = models.prefill(config, params, prompt_ids, prompt_lengths, cache)
   if num_samples > 1:
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
     logits, prompt_lengths, live = repeat(logits), repeat(prompt_lengths), repeat(live)
-    cache = jax.tree.map(repeat, cache)
+    cache = _constrain_cache(config, jax.tree.map(repeat, cache), mesh)
   b = logits.shape[0]
   first, first_lp = select_tokens(logits, _step_keys(keys, jnp.int32(0)), sampling)
   eos = _is_eos(first, eos_ids) & live
@@ -95,9 +109,13 @@ def prefill_and_first_token(config: models.Qwen2Config, sampling: SamplingParams
                      done=done, eos_hit=eos, num_generated=live.astype(jnp.int32), cache=cache, keys=keys)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "pad_id"), donate_argnames="state")
-def decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params, state: DecodeState, *,
-                eos_ids: tuple[int, ...], pad_id: int) -> DecodeState:
+prefill_and_first_token = functools.partial(
+    jax.jit, static_argnames=("config", "sampling", "eos_ids", "max_new_tokens", "num_samples", "cache_len",
+                              "pad_id", "mesh"))(_prefill_and_first_token)
+
+
+def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params, state: DecodeState, *,
+                 eos_ids: tuple[int, ...], pad_id: int) -> DecodeState:
   """Decodes until every row is done or the token buffer is full; the state (and its KV cache) is donated."""
   max_new_tokens = state.tokens.shape[1]
 
@@ -124,6 +142,10 @@ def decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: mo
         keys=s.keys)
 
   return jax.lax.while_loop(cond, body, state)
+
+
+decode_loop = functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "pad_id"),
+                                donate_argnames="state")(_decode_loop)
 
 
 def kv_bytes_per_row(config: models.Qwen2Config, cache_len: int) -> int:
@@ -162,20 +184,34 @@ class Sampler:
       memory where JAX reports it, else 4 GiB).
     max_rows_per_chunk: an explicit cap on rows per chunk (rounded down to whole prompts).
     prompt_bucket: prompt lengths are padded up to a multiple of this, to limit recompilation.
+    mesh: optional device mesh (e.g. `prorl_jax.parallel.make_mesh(config.mesh)`, or any mesh with some of the axes
+      "data", "fsdp", "tensor"): rows are split over its batch axes, params and KV heads over "tensor". The memory
+      budget is then per device, so a chunk holds budget rows times the number of row shards.
   """
 
   def __init__(self, config: models.Qwen2Config, *, pad_id: int = 0, memory_budget_bytes: int | None = None,
-               max_rows_per_chunk: int | None = None, prompt_bucket: int = 32):
+               max_rows_per_chunk: int | None = None, prompt_bucket: int = 32, mesh: Mesh | None = None):
     self.config = config
     self.pad_id = int(pad_id)
     self.memory_budget_bytes = memory_budget_bytes or _default_budget()
     self.max_rows_per_chunk = max_rows_per_chunk
     self.prompt_bucket = prompt_bucket
+    if mesh is not None and any(t != AxisType.Auto for t in mesh.axis_types):
+      # Explicit axes (jax.make_mesh's default) would make every op sharding-typed; the sampler relies on GSPMD.
+      mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
+    self.mesh = mesh
+    self._sharded: dict[Any, Any] = {}
 
   def generate(self, params: models.Params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                sampling: SamplingParams = SamplingParams(), num_samples: int = 1,
-               eos_token_ids: int | Sequence[int] | None = None, seed: int | jax.Array = 0) -> RolloutBatch:
-    """Samples `num_samples` responses of up to `max_new_tokens` tokens for every prompt."""
+               eos_token_ids: int | Sequence[int] | None = None, seed: int | jax.Array = 0,
+               row_ids: Sequence[int] | np.ndarray | None = None) -> RolloutBatch:
+    """Samples `num_samples` responses of up to `max_new_tokens` tokens for every prompt.
+
+    Row r (prompt r // num_samples) draws from PRNG key `fold_in(key(seed), row_ids[r])`; by default
+    `row_ids = arange(len(prompts) * num_samples)`. Passing ids fixed per problem keeps its samples identical
+    however the problems are batched.
+    """
     if not prompts:
       raise ValueError("prompts is empty")
     if max_new_tokens < 1:
@@ -184,29 +220,41 @@ class Sampler:
       if len(p) == 0:
         raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
     eos_ids = self._eos_tuple(eos_token_ids)
+    total = len(prompts) * num_samples
+    row_ids = np.arange(total) if row_ids is None else np.asarray(row_ids, np.int64)
+    if row_ids.shape != (total,):
+      raise ValueError(f"row_ids must have len(prompts) * num_samples = {total} entries, got {row_ids.shape}")
     longest = max(len(p) for p in prompts)
     prompt_len = int(math.ceil(longest / self.prompt_bucket) * self.prompt_bucket)
     if prompt_len + max_new_tokens > self.config.max_position_embeddings:
       raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                        f"max_position_embeddings ({self.config.max_position_embeddings})")
-    rows = rows_per_chunk(self.config, prompt_len=prompt_len, max_new_tokens=max_new_tokens,
-                          num_samples=num_samples, memory_budget_bytes=self.memory_budget_bytes)
+    shards = self._row_shards()
+    rows = shards * rows_per_chunk(self.config, prompt_len=prompt_len, max_new_tokens=max_new_tokens,
+                                   num_samples=num_samples, memory_budget_bytes=self.memory_budget_bytes)
     if self.max_rows_per_chunk:
       rows = min(rows, max(num_samples, self.max_rows_per_chunk // num_samples * num_samples))
     prompts_per_chunk = max(1, min(rows // num_samples, len(prompts)))
-    base_key = seed if isinstance(seed, jax.Array) else jax.random.key(int(seed))
+    # Every row shard gets the same number of whole rows: pad the chunk with dead prompts to a multiple of this.
+    multiple = shards // math.gcd(shards, num_samples)
+    prompts_per_chunk = -(-prompts_per_chunk // multiple) * multiple
+    if self.mesh is not None:
+      params = jax.device_put(params, self._param_shardings(params))
+    # A key from host data: a committed (e.g. replicated) key would pin the per-row keys' layout.
+    base_key = (jax.random.wrap_key_data(np.asarray(jax.random.key_data(seed))) if isinstance(seed, jax.Array)
+                else jax.random.key(int(seed)))
     outputs, steps, start = [], 0, time.perf_counter()
     for first in range(0, len(prompts), prompts_per_chunk):
       chunk = list(prompts[first:first + prompts_per_chunk])
-      state = self._run_chunk(params, chunk, first, prompts_per_chunk, prompt_len, num_samples, max_new_tokens,
-                              sampling, eos_ids, base_key)
+      chunk_rows = row_ids[first * num_samples:(first + len(chunk)) * num_samples]
+      state = self._run_chunk(params, chunk, chunk_rows, prompts_per_chunk, prompt_len, num_samples,
+                              max_new_tokens, sampling, eos_ids, base_key)
       outputs.append(state)
       steps += int(state[0])
     tokens = np.concatenate([o[1] for o in outputs])
     logprobs = np.concatenate([o[2] for o in outputs])
     lengths = np.concatenate([o[3] for o in outputs])
     eos_hit = np.concatenate([o[4] for o in outputs])
-    total = len(prompts) * num_samples
     elapsed = time.perf_counter() - start
     stats = {"chunks": len(outputs), "rows_per_chunk": prompts_per_chunk * num_samples, "decode_steps": steps,
              "generated_tokens": int(lengths[:total].sum()), "seconds": elapsed,
@@ -222,7 +270,7 @@ class Sampler:
       return (int(eos_token_ids),)
     return tuple(int(e) for e in eos_token_ids)
 
-  def _run_chunk(self, params, chunk, first_prompt, prompts_per_chunk, prompt_len, num_samples, max_new_tokens,
+  def _run_chunk(self, params, chunk, chunk_rows, prompts_per_chunk, prompt_len, num_samples, max_new_tokens,
                  sampling, eos_ids, base_key):
     n_live = len(chunk)
     ids = np.full((prompts_per_chunk, prompt_len), self.pad_id, np.int32)
@@ -231,16 +279,63 @@ class Sampler:
       ids[i, :len(p)] = p
       lengths[i] = len(p)
     live = np.arange(prompts_per_chunk) < n_live
-    row_ids = first_prompt * num_samples + np.arange(prompts_per_chunk * num_samples)
+    # Padding rows of a short last chunk start done; their keys are never used.
+    row_ids = np.zeros(prompts_per_chunk * num_samples, np.uint32)
+    row_ids[:len(chunk_rows)] = chunk_rows
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, jnp.asarray(row_ids, jnp.uint32))
-    state = prefill_and_first_token(self.config, sampling, params, ids, lengths, live, keys, eos_ids=eos_ids,
-                                    max_new_tokens=max_new_tokens, num_samples=num_samples,
-                                    cache_len=prompt_len + max_new_tokens, pad_id=self.pad_id)
-    state = decode_loop(self.config, sampling, params, state, eos_ids=eos_ids, pad_id=self.pad_id)
+    if self.mesh is None:
+      state = prefill_and_first_token(self.config, sampling, params, ids, lengths, live, keys, eos_ids=eos_ids,
+                                      max_new_tokens=max_new_tokens, num_samples=num_samples,
+                                      cache_len=prompt_len + max_new_tokens, pad_id=self.pad_id)
+      state = decode_loop(self.config, sampling, params, state, eos_ids=eos_ids, pad_id=self.pad_id)
+    else:
+      prefill, decode = self._sharded_fns(params, sampling, eos_ids, max_new_tokens, num_samples, ids.shape)
+      # The context mesh is what lets the model run the Pallas decode kernel per shard (models/layers.py).
+      with jax.set_mesh(self.mesh):
+        state = decode(params, prefill(params, ids, lengths, live, keys))
     step, tokens, logprobs, lengths_out, eos_hit = jax.device_get(
         (state.step, state.tokens, state.logprobs, state.num_generated, state.eos_hit))
     rows = n_live * num_samples
     return step, tokens[:rows], logprobs[:rows], lengths_out[:rows], eos_hit[:rows]
+
+  # --- sharded execution ----------------------------------------------------------------------------------------
+
+  def _row_shards(self) -> int:
+    if self.mesh is None:
+      return 1
+    return mesh_lib.axis_size(self.mesh, mesh_lib.batch_axes(self.mesh))
+
+  def _param_shardings(self, params: models.Params) -> Any:
+    key = ("params", jax.tree.structure(params), tuple(x.shape for x in jax.tree.leaves(params)))
+    if key not in self._sharded:
+      self._sharded[key] = rules.param_shardings(self.config, params, self.mesh, mode="sample")
+    return self._sharded[key]
+
+  def _sharded_fns(self, params, sampling, eos_ids, max_new_tokens, num_samples, prompt_shape):
+    """(prefill, decode) jitted with explicit in/out shardings for one chunk shape; decode donates its state."""
+    key = ("fns", sampling, eos_ids, max_new_tokens, num_samples, tuple(prompt_shape), jax.tree.structure(params))
+    if key in self._sharded:
+      return self._sharded[key]
+    mesh, config = self.mesh, self.config
+    num_prompts, prompt_len = prompt_shape
+    b, cache_len = num_prompts * num_samples, prompt_len + max_new_tokens
+    rows = lambda *shape: NamedSharding(mesh, rules.rows_spec(shape, mesh, "rollout rows"))
+    param_sh = self._param_shardings(params)
+    state_sh = DecodeState(step=rules.replicated(mesh), tokens=rows(b, max_new_tokens),
+                           logprobs=rows(b, max_new_tokens), positions=rows(b), done=rows(b), eos_hit=rows(b),
+                           num_generated=rows(b), cache=rules.kv_cache_shardings(config, b, cache_len, mesh),
+                           keys=rows(b))
+    statics = dict(eos_ids=eos_ids, max_new_tokens=max_new_tokens, num_samples=num_samples, cache_len=cache_len,
+                   pad_id=self.pad_id, mesh=mesh)
+    prefill = jax.jit(
+        lambda p, ids, lengths, live, keys: _prefill_and_first_token(config, sampling, p, ids, lengths, live, keys,
+                                                                     **statics),
+        in_shardings=(param_sh, rows(num_prompts, prompt_len), rows(num_prompts), rows(num_prompts), rows(b)),
+        out_shardings=state_sh)
+    decode = jax.jit(lambda p, state: _decode_loop(config, sampling, p, state, eos_ids=eos_ids, pad_id=self.pad_id),
+                     in_shardings=(param_sh, state_sh), out_shardings=state_sh, donate_argnums=1)
+    self._sharded[key] = (prefill, decode)
+    return prefill, decode
 
 
 def generate_tokens(config: models.Qwen2Config, params: models.Params, prompts: Sequence[Sequence[int]], *,
