@@ -14,22 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchmarks.common import add_model_flags, peak_rss_mib, save_random_qwen2
+
 
 def _parse():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--vocab", type=int, default=32000)
-  p.add_argument("--hidden", type=int, default=512)
-  p.add_argument("--intermediate", type=int, default=1408)
-  p.add_argument("--layers", type=int, default=8)
-  p.add_argument("--heads", type=int, default=8)
-  p.add_argument("--kv_heads", type=int, default=2)
-  p.add_argument("--tied", type=int, default=1)
+  add_model_flags(p, hidden=512, intermediate=1408, layers=8, heads=8)
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--prompt", type=int, default=64)
   p.add_argument("--new_tokens", type=int, default=128)
@@ -40,23 +35,6 @@ def _parse():
   p.add_argument("--tunix_python", default="", help="python of a venv with google-tunix installed")
   p.add_argument("--threads", type=int, default=os.cpu_count())
   return p.parse_args()
-
-
-def _peak_rss_mib() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _matmul_flops(jax, jnp, n=1024, repeats=10) -> float:
-  """Best-of-N float32 FLOP/s of an n³ jitted matmul on this machine (all cores)."""
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x, y: x @ y)
-  f(a, a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n**3 / best
 
 
 def _decode_flops_per_token(cfg, context: float) -> float:
@@ -121,24 +99,12 @@ def main():
   args = _parse()
   engines = args.engines.split(",")
   ckpt = tempfile.mkdtemp(prefix="rollout_bench_")
-  # The checkpoint is written by transformers so both engines read identical weights.
-  import torch
-  import transformers
-  torch.manual_seed(0)
-  hf_cfg = transformers.Qwen2Config(vocab_size=args.vocab, hidden_size=args.hidden,
-                                    intermediate_size=args.intermediate, num_hidden_layers=args.layers,
-                                    num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
-                                    tie_word_embeddings=bool(args.tied), eos_token_id=1, bos_token_id=0)
-  model = transformers.Qwen2ForCausalLM(hf_cfg)
-  n_params = sum(p.numel() for p in model.parameters())
-  model.save_pretrained(ckpt)
-  del model
+  n_params = save_random_qwen2(args, ckpt)
   result = {"setting": {"batch": args.batch, "prompt": args.prompt, "new_tokens": args.new_tokens,
                         "params_millions": round(n_params / 1e6, 2), "dtype": "float32", "greedy": True,
                         "cpu_count": os.cpu_count()}}
-  import jax
-  import jax.numpy as jnp
-  result["matmul_gflops"] = round(_matmul_flops(jax, jnp) / 1e9, 1)
+  from prorl_jax.training.mfu import measure_matmul_flops
+  result["matmul_gflops"] = round(measure_matmul_flops() / 1e9, 1)
   tokens = {}
   if "prorl_jax" in engines:
     ours, config, _ = bench_prorl_jax(ckpt, args)
@@ -166,7 +132,7 @@ def main():
     result["greedy_tokens_identical"] = tokens["prorl_jax"] == tokens["transformers"]
   if "tunix" in tokens and tokens["tunix"] is not None and "prorl_jax" in tokens:
     result["greedy_tokens_identical_tunix"] = tokens["prorl_jax"] == tokens["tunix"]
-  result["peak_rss_mib"] = round(_peak_rss_mib(), 1)
+  result["peak_rss_mib"] = round(peak_rss_mib(), 1)
   for k in ("prorl_jax", "transformers"):
     if k in result:
       for f in ("tokens_per_s", "seconds", "first_call_s"):

@@ -1,0 +1,265 @@
+"""Update-phase throughput: prorl_jax's train step against transformers + torch on the same weights and batch.
+
+One update phase = log-probs of the old policy and of the reference (no grad), then forward/backward of the
+ProRLv2 loss (PPO with decoupled clip 0.2/0.28, k2 KL to the reference clamped at ±10, token-mean over the
+mini-batch) and one AdamW step after global-norm clipping at 1.0: what `prorl_jax.training` runs per mini-batch.
+Tokens/s counts every sequence token (prompt + response) of the batch per update phase.
+
+Each engine runs in its own subprocess (peak RSS is per engine; torch uses `os.cpu_count()` threads). Both read
+one checkpoint written by transformers and one batch (left-padded prompts, right-padded responses of random
+lengths). The JSON reports each engine's tokens/s, the speed ratio, peak RSS (and its growth after imports),
+agreement of the two engines' log-probs and gradient norm, and the update-phase MFU against a measured matmul.
+
+  python -m benchmarks.train_step                   # 21.7M-param Qwen2, 16 sequences of 64 + 192 tokens
+  python -m benchmarks.train_step --devices=2       # JAX: rows split over 2 CPU devices (a data mesh)
+  python -m benchmarks.train_step --hidden=512 --layers=8 --intermediate=1408 --batch=16   # ~57M params
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks.common import add_model_flags, current_rss_mib, peak_rss_mib, save_random_qwen2
+
+
+def _parse(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_model_flags(p, hidden=384, intermediate=1024, layers=6, heads=6)
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--prompt", type=int, default=64)
+  p.add_argument("--response", type=int, default=192)
+  p.add_argument("--chunk", type=int, default=1024, help="tokens per LM-head chunk (JAX)")
+  p.add_argument("--micro", type=int, default=0, help="rows per gradient micro-batch (0 = whole batch)")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--rounds", type=int, default=2,
+                 help="engines run alternately this many times (fresh processes); each engine's best step counts, "
+                      "so a noisy neighbour on a shared machine hurts both alike")
+  p.add_argument("--devices", type=int, default=1, help="JAX CPU devices the rows are split over (data mesh)")
+  p.add_argument("--engines", default="prorl_jax,transformers")
+  p.add_argument("--lr", type=float, default=1e-4, help="large enough that step 2 log-probs visibly move")
+  p.add_argument("--threads", type=int, default=os.cpu_count())
+  p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  p.add_argument("--dir", default="", help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+def make_batch(args) -> dict[str, np.ndarray]:
+  """Left-padded prompts and right-padded responses of random lengths, random advantages (fixed seed)."""
+  rng = np.random.RandomState(0)
+  b, p, r = args.batch, args.prompt, args.response
+  prompt_lens = rng.randint(p // 2, p + 1, size=b)
+  resp_lens = rng.randint(r // 4, r + 1, size=b)
+  cols = np.arange(p + r)[None]
+  mask = (cols >= p - prompt_lens[:, None]) & (cols < p + resp_lens[:, None])
+  ids = np.where(mask, rng.randint(3, args.vocab, size=(b, p + r)), 0).astype(np.int32)
+  resp_mask = (np.arange(r)[None] < resp_lens[:, None]).astype(np.float32)
+  adv = (rng.normal(size=(b, r)) * resp_mask).astype(np.float32)
+  return dict(input_ids=ids, attention_mask=mask, response_mask=resp_mask, advantages=adv)
+
+
+def _timed(step, repeats):
+  """(first call seconds, [wall seconds], [process CPU seconds], outputs) of `repeats` calls after a first one."""
+  start = time.perf_counter()
+  first = step()
+  first_s = time.perf_counter() - start
+  times, cpu, outs = [], [], [first]
+  for _ in range(repeats):
+    start, cpu0 = time.perf_counter(), time.process_time()
+    outs.append(step())
+    times.append(time.perf_counter() - start)
+    cpu.append(time.process_time() - cpu0)
+  return first_s, times, cpu, outs
+
+
+def worker_jax(args) -> dict:
+  import jax
+  import jax.numpy as jnp
+
+  from prorl_jax import models, parallel
+  from prorl_jax.training import config as config_lib
+  from prorl_jax.training import mfu, update
+  from prorl_jax.training.state import create_train_state, make_optimizer
+
+  base_rss = current_rss_mib()
+  data = dict(np.load(os.path.join(args.dir, "batch.npz")))
+  config, params = models.load_hf(os.path.join(args.dir, "ckpt"))
+  run = config_lib.default_config()
+  run.optimizer.lr = args.lr
+  optimizer = make_optimizer(run.optimizer)
+  settings = update.LossSettings.from_config(run, prompt_len=args.prompt)
+  settings = update.LossSettings(**dict(vars(settings), chunk_size=args.chunk, micro_batch_size=args.micro,
+                                        logprob_micro_batch_size=args.micro))
+  state = create_train_state(params, optimizer, seed=0)
+  del params
+  arrays = {k: data[k] for k in ("input_ids", "attention_mask", "response_mask", "advantages")}
+  state_sharding = batch_sharding = None
+  if args.devices > 1:
+    # Rows split over a data mesh (params replicated): one XLA program per CPU device, run side by side.
+    mesh = parallel.make_mesh(dict(data=args.devices, fsdp=1, tensor=1))
+    state_sharding = parallel.train_state_shardings(config, state, optimizer, mesh)
+    batch_sharding = parallel.rows_shardings(
+        update.TrainBatch(**arrays, old_logp=data["advantages"], ref_logp=data["advantages"]), mesh)
+    state = jax.device_put(state, state_sharding)
+    arrays = {k: jax.device_put(v, getattr(batch_sharding, k)) for k, v in arrays.items()}
+  else:
+    mesh = None
+    arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
+  fns = update.build_step_functions(config, settings, optimizer, mesh=mesh, state_sharding=state_sharding,
+                                    batch_sharding=batch_sharding)
+  holder = {"state": state}
+  del state
+
+  def step():
+    st = holder["state"]
+    old = fns.logprobs(st.params, arrays["input_ids"], arrays["attention_mask"])
+    ref = fns.logprobs(st.ref_params, arrays["input_ids"], arrays["attention_mask"])
+    holder["state"], metrics = fns.update(st, update.TrainBatch(**arrays, old_logp=old, ref_logp=ref))
+    return jax.device_get((metrics["grad_norm"], metrics["loss"], old))
+
+  first_s, times, cpu, outs = _timed(step, args.repeats)
+  peak, source = mfu.peak_flops(dtype=jnp.float32)  # measured on this machine when no table entry
+  return dict(seconds=times, cpu_seconds=cpu, first_call_s=first_s, devices=args.devices,
+              grad_norm=float(outs[0][0]), loss=float(outs[0][1]), logp_step1=np.asarray(outs[0][2]).tolist(),
+              logp_step2=np.asarray(outs[1][2]).tolist(), peak_rss_mib=peak_rss_mib(), base_rss_mib=base_rss,
+              peak_flops=peak, peak_source=source,
+              update_flops_per_sequence=mfu.update_flops_per_sequence(config, args.prompt, args.response))
+
+
+def worker_torch(args) -> dict:
+  import copy
+
+  import torch
+  import transformers
+
+  torch.set_num_threads(args.threads)
+  base_rss = current_rss_mib()
+  data = {k: torch.from_numpy(v) for k, v in np.load(os.path.join(args.dir, "batch.npz")).items()}
+  model = transformers.AutoModelForCausalLM.from_pretrained(os.path.join(args.dir, "ckpt"), dtype=torch.float32,
+                                                            attn_implementation="sdpa")
+  ref = copy.deepcopy(model).eval().requires_grad_(False)
+  run_opt = dict(lr=args.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+  opt = torch.optim.AdamW(model.parameters(), **run_opt)
+  ids, mask = data["input_ids"].long(), data["attention_mask"].long()
+  positions = (mask.cumsum(-1) - 1).clamp(min=0)
+  p, r = args.prompt, args.response
+  targets = ids[:, p:]
+  resp_mask, adv = data["response_mask"], data["advantages"]
+
+  def logprobs(m):
+    logits = m(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=r + 1).logits[:, :-1]
+    # TRL's selective_log_softmax: one row's logsumexp at a time instead of a full [B, R, V] log_softmax.
+    picked = torch.gather(logits, -1, targets[..., None])[..., 0]
+    return picked - torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
+
+  def step():
+    with torch.no_grad():
+      old = logprobs(model)
+      ref_lp = logprobs(ref)
+    logp = logprobs(model)
+    ratio = torch.exp(torch.clamp(logp - old, -20, 20))
+    pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1 - 0.2, 1 + 0.28))
+    d = torch.clamp(logp - ref_lp, -10, 10)
+    tokens = resp_mask.sum().clamp(min=1)
+    loss = (pg * resp_mask).sum() / tokens + 1e-4 * (0.5 * d * d * resp_mask).sum() / tokens
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(grad_norm), float(loss), old.numpy().copy()
+
+  first_s, times, cpu, outs = _timed(step, args.repeats)
+  return dict(seconds=times, cpu_seconds=cpu, first_call_s=first_s, threads=torch.get_num_threads(),
+              grad_norm=outs[0][0], loss=outs[0][1], logp_step1=outs[0][2].tolist(), logp_step2=outs[1][2].tolist(),
+              peak_rss_mib=peak_rss_mib(), base_rss_mib=base_rss)
+
+
+def _run_worker(engine: str, args, workdir: str) -> dict:
+  env = dict(os.environ)
+  if engine == "prorl_jax":
+    env["JAX_PLATFORMS"] = env.get("JAX_PLATFORMS", "cpu")
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    if args.devices > 1:
+      flags.append(f"--xla_force_host_platform_device_count={args.devices}")
+    env["XLA_FLAGS"] = " ".join(flags)
+  argv = [sys.executable, "-m", "benchmarks.train_step", f"--worker={engine}", f"--dir={workdir}"]
+  argv += [f"--{k}={v}" for k, v in vars(args).items() if k not in ("worker", "dir", "engines", "rounds")]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True)
+  try:
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+  except (IndexError, json.JSONDecodeError):
+    return {"error": proc.stderr[-3000:]}
+
+
+def main(argv=None):
+  args = _parse(argv)
+  if args.worker:
+    out = worker_jax(args) if args.worker == "prorl_jax" else worker_torch(args)
+    print(json.dumps(out))
+    return 0
+  workdir = tempfile.mkdtemp(prefix="train_step_bench_")
+  n_params = save_random_qwen2(args, os.path.join(workdir, "ckpt"))
+  batch = make_batch(args)
+  np.savez(os.path.join(workdir, "batch.npz"), **batch)
+  tokens = args.batch * (args.prompt + args.response)
+  result = {"setting": {"params_millions": round(n_params / 1e6, 2), "batch": args.batch, "prompt": args.prompt,
+                        "response": args.response, "tokens_per_step": tokens,
+                        "response_tokens": int(batch["response_mask"].sum()), "dtype": "float32",
+                        "cpu_count": os.cpu_count(), "jax_devices": args.devices, "chunk": args.chunk,
+                        "micro_batch": args.micro}}
+  outs, runs = {}, {}
+  engines = args.engines.split(",")
+  for _ in range(args.rounds):
+    for engine in engines:
+      runs.setdefault(engine, []).append(_run_worker(engine, args, workdir))
+  for engine in engines:
+    ok = [o for o in runs[engine] if "error" not in o]
+    if not ok:
+      result[engine] = runs[engine][0]
+      continue
+    out = min(ok, key=lambda o: min(o["seconds"]))
+    out["peak_rss_mib"] = max(o["peak_rss_mib"] for o in ok)
+    outs[engine] = out
+    best = min(out["seconds"])
+    step_cpu = min(c for o in ok for c in o["cpu_seconds"])
+    result[engine] = {"tokens_per_s": round(tokens / best, 1), "step_s": round(best, 3),
+                      "tokens_per_cpu_s": round(tokens / step_cpu, 1), "step_cpu_s": round(step_cpu, 3),
+                      "step_s_median": round(float(np.median(out["seconds"])), 3),
+                      "first_call_s": round(out["first_call_s"], 2), "peak_rss_mib": round(out["peak_rss_mib"]),
+                      "rss_growth_mib": round(out["peak_rss_mib"] - out["base_rss_mib"]),
+                      "grad_norm_step1": out["grad_norm"],
+                      "best_step_s_per_round": [round(min(o["seconds"]), 3) for o in ok]}
+    if engine == "prorl_jax":
+      achieved = args.batch / best * out["update_flops_per_sequence"]
+      result[engine].update(update_gflops=round(achieved / 1e9, 1),
+                            mfu=round(achieved / out["peak_flops"], 3), peak_gflops=round(out["peak_flops"] / 1e9, 1),
+                            peak_source=out["peak_source"])
+  result["load_average"] = os.getloadavg()
+  if len(outs) == 2:
+    a, b = outs["prorl_jax"], outs["transformers"]
+    m = batch["response_mask"] > 0
+    result["speedup_vs_transformers"] = round(result["prorl_jax"]["tokens_per_s"]
+                                              / result["transformers"]["tokens_per_s"], 2)
+    result["cpu_efficiency_vs_transformers"] = round(result["prorl_jax"]["tokens_per_cpu_s"]
+                                                     / result["transformers"]["tokens_per_cpu_s"], 2)
+    result["memory_ratio_vs_transformers"] = round(a["peak_rss_mib"] / b["peak_rss_mib"], 2)
+    result["agreement"] = {
+        "logp_step1_max_abs_diff": float(np.abs(np.asarray(a["logp_step1"]) - b["logp_step1"])[m].max()),
+        "logp_step2_max_abs_diff": float(np.abs(np.asarray(a["logp_step2"]) - b["logp_step2"])[m].max()),
+        "grad_norm_rel_diff": abs(a["grad_norm"] - b["grad_norm"]) / max(abs(b["grad_norm"]), 1e-12),
+        # How far one AdamW step moved the log-probs: the step-2 agreement is meaningful only if this is larger.
+        "logp_step_change_max": float(np.abs(np.asarray(b["logp_step2"]) - b["logp_step1"])[m].max())}
+  print(json.dumps(result, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

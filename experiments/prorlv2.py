@@ -1,0 +1,49 @@
+"""ProRLv2 training: `python -m experiments.prorlv2 --config=experiments/configs/tiny.py --workdir=runs/tiny`.
+
+Any config field can be overridden on the command line, e.g. `--config.total_steps=50 --config.rollout.n=4`.
+Rerunning the same command with the same workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics.jsonl, TensorBoard, plots).")
+_PROFILE = flags.DEFINE_list("profile_steps", [], "First and last step to capture with jax.profiler, e.g. 3,4.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _CONFIG.value is None:
+    raise app.UsageError("--config is required, e.g. --config=experiments/configs/tiny.py")
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required, e.g. --workdir=runs/tiny")
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  # Imported after flag parsing so `--help` is fast and config errors surface before JAX starts.
+  from prorl_jax.data import DataError
+  from prorl_jax.models import ChatTemplateError, CheckpointError, ConfigError
+  from prorl_jax.parallel import maybe_initialize
+  from prorl_jax.training import TrainingError, train
+
+  try:
+    profile = [int(s) for s in _PROFILE.value]
+  except ValueError as e:
+    raise app.UsageError(f"--profile_steps must be integers like 3,4: {e}") from e
+  try:
+    maybe_initialize(_CONFIG.value)
+    train(_CONFIG.value, os.path.expanduser(_WORKDIR.value), profile_steps=profile)
+  except (ConfigError, CheckpointError, ChatTemplateError, DataError, TrainingError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,239 @@
+"""The trainer's config schema (ml_collections) and its validation.
+
+`default_config()` holds every field with its default; config files start from it and change values. The dict
+is locked, so a misspelt field in a file or on the command line (`--config.rollout.tempreature=1`) fails at start.
+`validate(config)` then checks values and raises `ConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from prorl_jax import algorithms
+from prorl_jax.models.config import ConfigError
+
+_DTYPES = ("float32", "bfloat16")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """ProRLv2 defaults (ALGORITHMS.md §1, §3); values marked [UNCONFIRMED] there are our choices."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.total_steps = 1000
+  c.eval_every = 50  # steps between validation runs (0: only at the start and the end)
+  c.checkpoint_every = 50
+  c.log_every = 1
+
+  c.model = ml_collections.ConfigDict(dict(
+      path="nvidia/Nemotron-Research-Reasoning-Qwen-1.5B",  # local HF directory or hub id
+      revision="",  # hub revision, e.g. "v2"
+      param_dtype="float32",
+      compute_dtype="bfloat16",
+      ref_param_dtype="float32",  # "bfloat16" halves the reference copy's memory
+      rollout_param_dtype="",  # "" = the params' dtype; "bfloat16" samples from a bf16 copy
+      remat=False,
+      attention_impl="auto",
+  ))
+  c.tokenizer = ml_collections.ConfigDict(dict(
+      path="",  # "" = model.path
+      chat_template="",  # "" = the tokenizer's own
+      system_prompt="",
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      train="",  # a dataset spec (prorl_jax/data/specs.py); ";" joins several into a mixture
+      train_split="train",
+      validation="",
+      validation_split="test",
+      validation_size=0,  # 0 = all
+      max_prompt_length=1024,
+      overlong_prompts="filter",
+      domains="",  # comma-separated filter, "" = all
+  ))
+  c.rollout = ml_collections.ConfigDict(dict(
+      n=16,
+      temperature=1.0,
+      top_p=1.0,
+      top_k=0,
+      max_new_tokens=8192,
+      memory_budget_gb=0.0,  # 0 = automatic
+  ))
+  c.batch = ml_collections.ConfigDict(dict(
+      prompts=256,  # prompts per training step (after dynamic sampling)
+      gen_prompts=384,  # prompts per generation batch (oversampled for dynamic sampling; NeMo-RL 1.5x)
+      mini_batch_prompts=64,  # prompts per optimizer update
+      micro_batch_size=0,  # sequences per gradient micro-batch (0 = the whole mini-batch)
+      logprob_micro_batch_size=0,  # sequences per log-prob forward (0 = micro_batch_size)
+      ppo_epochs=1,
+  ))
+  c.algorithm = ml_collections.ConfigDict(dict(
+      advantage="reinforce_plus_plus_baseline",
+      unbiased_whitening=True,
+      clip_low=0.2,
+      clip_high=0.28,
+      clip_c=0.0,  # dual-clip constant (> 1); 0 = off
+      loss_agg="token-mean",
+      kl_coef=1e-4,
+      kl_estimator="k2",
+      kl_input_clamp=10.0,  # ProRLv2 blog: clamp the log-ratio to ±10; 0 = estimator default (verl)
+      kl_output_clamp=0.0,  # 0 = estimator default (verl)
+      entropy_coef=0.0,
+      logprob_chunk_size=1024,  # tokens per LM-head chunk when computing log-probs
+  ))
+  c.dynamic_sampling = ml_collections.ConfigDict(dict(
+      enable=True,
+      rule="verl",  # "verl" (group std > 0) or "openrlhf" (group mean strictly inside (low, high))
+      metric="score",  # "score" (verifier reward) or "reward" (after length shaping)
+      max_gen_batches=10,  # <= 0 = unlimited
+  ))
+  c.length_penalty = ml_collections.ConfigDict(dict(
+      cosine_enable=True,
+      cosine_eta_min=-0.5,
+      cosine_eta_max=0.0,
+      cosine_coef=1.0,
+      cosine_correctness_aware=False,
+      cosine_on_steps=100,
+      cosine_off_steps=500,
+      cosine_offset=0,
+      overlong_buffer_len=0,  # DAPO overlong penalty ramp (tokens); 0 = off
+      overlong_penalty_factor=1.0,
+      stop_properly_coef=-1.0,  # reward multiplier for truncated responses; < 0 = off
+  ))
+  c.reference_reset = ml_collections.ConfigDict(dict(
+      every_k_steps=300,  # 0 = off
+      patience=0,  # validation evaluations without improvement; 0 = off
+      min_delta=0.0,
+      kl_threshold=0.0,  # 0 = off
+      min_steps_between_resets=0,
+      reset_optimizer=False,  # v1: True, v2: False
+      source="current",  # "current" params or the "best" checkpoint by validation score
+  ))
+  c.optimizer = ml_collections.ConfigDict(dict(
+      lr=1e-6,
+      warmup_steps=0,
+      weight_decay=0.01,
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      grad_clip=1.0,
+  ))
+  c.eval = ml_collections.ConfigDict(dict(
+      num_samples=16,
+      temperature=0.6,
+      top_p=0.95,
+      top_k=0,
+      max_new_tokens=0,  # 0 = rollout.max_new_tokens
+      batch_prompts=64,
+      at_start=True,
+      benchmarks="",  # ";"-separated dataset specs for experiments.evaluate ("" = data.validation)
+  ))
+  c.rewards = ml_collections.ConfigDict(dict(
+      num_workers=0,  # 0 = CPU count
+      timeout_s=30.0,
+      code_timeout_s=5.0,
+  ))
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      keep_latest=2,
+      keep_best=1,
+      async_save=True,
+      export_hf=True,  # write the final params as a Hugging Face checkpoint to workdir/final_hf
+  ))
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=1,
+      fsdp=-1,  # -1 = the remaining devices
+      tensor=1,
+      devices=0,  # use the first N devices (0 = all); the axis sizes multiply to this
+  ))
+  c.distributed = ml_collections.ConfigDict(dict(
+      initialize=False,  # call jax.distributed.initialize (also when JAX_COORDINATOR_ADDRESS is set)
+      coordinator_address="",
+      num_processes=0,
+      process_id=-1,
+  ))
+  c.lock()
+  return c
+
+
+def _fail(field: str, problem: str, fix: str = "") -> None:
+  raise ConfigError(f"config.{field} {problem}" + (f"; {fix}" if fix else ""))
+
+
+def _positive(config, *fields):
+  for field in fields:
+    value = _get(config, field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      _fail(field, f"must be a positive integer, got {value!r}")
+
+
+def _get(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    node = node[part]
+  return node
+
+
+def check_known_fields(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict | None = None,
+                       prefix: str = "") -> None:
+  """Every field of `config` exists in the schema (for configs not built from `default_config()`)."""
+  reference = default_config() if reference is None else reference
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if key not in reference:
+      known = ", ".join(sorted(reference.keys()))
+      _fail(name, "is not a known field", f"known fields{' of config.' + prefix[:-1] if prefix else ''}: {known}")
+    if isinstance(value, ml_collections.ConfigDict):
+      check_known_fields(value, reference[key], prefix=f"{name}.")
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks field values; raises ConfigError naming the first bad field. Returns the config."""
+  check_known_fields(config)
+  _positive(config, "total_steps", "log_every", "rollout.n", "rollout.max_new_tokens", "batch.prompts",
+            "batch.gen_prompts", "batch.mini_batch_prompts", "batch.ppo_epochs", "data.max_prompt_length",
+            "eval.num_samples", "eval.batch_prompts")
+  for field in ("eval_every", "checkpoint_every", "batch.micro_batch_size", "batch.logprob_micro_batch_size",
+                "reference_reset.every_k_steps", "reference_reset.patience", "optimizer.warmup_steps"):
+    if _get(config, field) < 0:
+      _fail(field, f"must be >= 0, got {_get(config, field)}")
+  if not config.model.path:
+    _fail("model.path", "is empty", "set a Hugging Face checkpoint directory or hub id")
+  for field in ("model.param_dtype", "model.compute_dtype", "model.ref_param_dtype"):
+    if _get(config, field) not in _DTYPES:
+      _fail(field, f"must be one of {_DTYPES}, got {_get(config, field)!r}")
+  if config.model.rollout_param_dtype not in ("",) + _DTYPES:
+    _fail("model.rollout_param_dtype", f"must be '' or one of {_DTYPES}, got {config.model.rollout_param_dtype!r}")
+  if not config.data.train:
+    _fail("data.train", "is empty", "name a dataset: 'embedded:tiny', a .jsonl/.parquet path or a hub id")
+  b = config.batch
+  if b.mini_batch_prompts > b.prompts or b.prompts % b.mini_batch_prompts:
+    _fail("batch.mini_batch_prompts", f"({b.mini_batch_prompts}) must divide batch.prompts ({b.prompts})")
+  if b.gen_prompts < b.prompts and not config.dynamic_sampling.enable:
+    _fail("batch.gen_prompts", f"({b.gen_prompts}) must be >= batch.prompts ({b.prompts}) without dynamic sampling")
+  rows = b.mini_batch_prompts * config.rollout.n
+  if b.micro_batch_size and rows % b.micro_batch_size:
+    _fail("batch.micro_batch_size", f"({b.micro_batch_size}) must divide the mini-batch's "
+          f"{b.mini_batch_prompts} prompts x {config.rollout.n} samples = {rows} sequences")
+  a = config.algorithm
+  if a.advantage not in algorithms.ADVANTAGE_ESTIMATORS:
+    _fail("algorithm.advantage", f"is {a.advantage!r}", f"choose one of {algorithms.ADVANTAGE_ESTIMATORS}")
+  if a.loss_agg not in algorithms.AGG_MODES:
+    _fail("algorithm.loss_agg", f"is {a.loss_agg!r}", f"choose one of {algorithms.AGG_MODES}")
+  if a.kl_estimator.rstrip("+") not in ("k1", "k2", "k3", "abs", "kl", "mse", "low_var_kl"):
+    _fail("algorithm.kl_estimator", f"is {a.kl_estimator!r}", "choose k1, k2, k3 or abs (optionally with '+')")
+  if not (0 < a.clip_low < 1) or a.clip_high <= 0:
+    _fail("algorithm.clip_low/clip_high", f"must satisfy 0 < clip_low < 1 and clip_high > 0, got "
+          f"{a.clip_low}, {a.clip_high}")
+  if a.clip_c and a.clip_c <= 1:
+    _fail("algorithm.clip_c", f"must be > 1 (or 0 to disable dual clipping), got {a.clip_c}")
+  if config.rollout.temperature <= 0:
+    _fail("rollout.temperature", f"must be > 0 for RL sampling, got {config.rollout.temperature}")
+  if config.dynamic_sampling.rule not in ("verl", "openrlhf"):
+    _fail("dynamic_sampling.rule", f"is {config.dynamic_sampling.rule!r}", "choose 'verl' or 'openrlhf'")
+  if config.dynamic_sampling.metric not in ("score", "reward"):
+    _fail("dynamic_sampling.metric", f"is {config.dynamic_sampling.metric!r}", "choose 'score' or 'reward'")
+  if config.reference_reset.source not in ("current", "best"):
+    _fail("reference_reset.source", f"is {config.reference_reset.source!r}", "choose 'current' or 'best'")
+  if config.optimizer.lr <= 0:
+    _fail("optimizer.lr", f"must be > 0, got {config.optimizer.lr}")
+  if not 0 < config.eval.top_p <= 1 or not 0 < config.rollout.top_p <= 1:
+    _fail("eval.top_p/rollout.top_p", "must be in (0, 1]")
+  return config

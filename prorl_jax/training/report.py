@@ -1,0 +1,84 @@
+"""End-of-run report: a PNG of the training curves (reference resets marked) and a short text summary."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+PANELS = (
+    ("reward/mean", "reward (mean)"),
+    ("eval/pass@1", "validation pass@1"),
+    ("response_length/mean", "response length (tokens)"),
+    ("kl", "KL to reference"),
+    ("entropy", "entropy"),
+    ("length_penalty/active", "cosine length penalty on"),
+)
+
+
+def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+  xs, ys = [], []
+  for row in rows:
+    value = row.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+      xs.append(row["step"])
+      ys.append(float(value))
+  return xs, ys
+
+
+def reset_steps(rows: Sequence[dict[str, Any]]) -> list[int]:
+  """Steps at which the `ref_resets` counter went up."""
+  steps, last = [], 0
+  for row in rows:
+    count = row.get("ref_resets")
+    if isinstance(count, (int, float)) and count > last:
+      steps.append(row["step"])
+      last = count
+  return steps
+
+
+def plot_training_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> str:
+  """Writes a 2×3 grid of curves from metrics rows to `path` (PNG) and returns the path."""
+  import matplotlib  # Imported lazily: plotting is the only user.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+  resets = reset_steps(rows)
+  for ax, (key, label) in zip(axes.flat, PANELS):
+    xs, ys = _series(rows, key)
+    ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, markersize=3, linewidth=1.2)
+    for i, step in enumerate(resets):
+      ax.axvline(step, color="tab:red", linestyle="--", linewidth=0.8, label="reference reset" if i == 0 else None)
+    ax.set_title(label)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    if resets and key == PANELS[0][0]:
+      ax.legend(loc="best", fontsize=8)
+  fig.suptitle(title or "prorl_jax training")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return os.fspath(path)
+
+
+def summary_text(rows: Sequence[dict[str, Any]]) -> str:
+  """A few lines: steps run, first and last validation pass@1, reward trend, resets, skipped updates."""
+  if not rows:
+    return "no metrics were logged"
+  lines = [f"steps: {rows[-1]['step']}"]
+  xs, ys = _series(rows, "eval/pass@1")
+  if ys:
+    best = max(range(len(ys)), key=ys.__getitem__)
+    lines.append(f"validation pass@1: {ys[0]:.3f} at step {xs[0]} -> {ys[-1]:.3f} at step {xs[-1]} "
+                 f"(best {ys[best]:.3f} at step {xs[best]}, change {ys[-1] - ys[0]:+.3f})")
+  for key, label in (("reward/mean", "train reward"), ("response_length/mean", "response length")):
+    _, vals = _series(rows, key)
+    if vals:
+      k = max(1, len(vals) // 10)
+      lines.append(f"{label}: first {k} steps {sum(vals[:k]) / k:.3f}, last {k} steps {sum(vals[-k:]) / k:.3f}")
+  lines.append(f"reference resets at steps: {reset_steps(rows) or 'none'}")
+  skipped = rows[-1].get("nonfinite_skips")
+  if skipped is not None:
+    lines.append(f"updates skipped for NaN/Inf: {skipped}")
+  return "\n".join(lines)

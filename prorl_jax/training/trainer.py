@@ -1,0 +1,406 @@
+"""The ProRLv2 training loop: the one place that knows the order of a step.
+
+Each step: prompts -> n rollouts per prompt -> rewards (+ length shaping on its schedule) -> dynamic sampling with
+batch refill -> old and reference log-probs (temperature-scaled) -> advantages -> mini-batch updates -> metrics;
+then, on their schedules, validation, reference resets and checkpoints. Rerunning with the same workdir resumes
+from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from prorl_jax import algorithms, evaluation, models, parallel, rollout
+from prorl_jax.data import PipelineConfig, PromptPipeline, encode_prompt
+from prorl_jax.rewards import RewardManager
+from prorl_jax.data.specs import load_spec
+from prorl_jax.training import checkpointing, experience, metrics_log, mfu, report, update
+from prorl_jax.training.config import validate
+from prorl_jax.training.state import TrainState, create_train_state, make_optimizer
+
+_log = logging.getLogger("prorl_jax.trainer")
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot continue; the message says why and what to change."""
+
+
+def _dtype(name: str):
+  return jnp.dtype(name) if name else None
+
+
+def _reset_policy(c) -> algorithms.ResetPolicy:
+  r = c.reference_reset
+  return algorithms.ResetPolicy(every_k_steps=r.every_k_steps or None, patience=r.patience or None,
+                                min_delta=r.min_delta, kl_threshold=r.kl_threshold or None,
+                                min_steps_between_resets=r.min_steps_between_resets,
+                                reset_optimizer=r.reset_optimizer)
+
+
+def _shaping(c) -> algorithms.LengthShapingConfig:
+  lp, r = c.length_penalty, c.rollout
+  return algorithms.LengthShapingConfig(
+      cosine_max_len=r.max_new_tokens if lp.cosine_enable else 0, cosine_eta_min=lp.cosine_eta_min,
+      cosine_eta_max=lp.cosine_eta_max, cosine_coef=lp.cosine_coef,
+      cosine_correctness_aware=lp.cosine_correctness_aware, cosine_on_steps=lp.cosine_on_steps,
+      cosine_off_steps=lp.cosine_off_steps, cosine_offset=lp.cosine_offset,
+      overlong_max_len=r.max_new_tokens if lp.overlong_buffer_len else 0,
+      overlong_buffer_len=lp.overlong_buffer_len, overlong_penalty_factor=lp.overlong_penalty_factor,
+      stop_properly_coef=lp.stop_properly_coef if lp.stop_properly_coef >= 0 else None)
+
+
+class Trainer:
+  """Builds everything a run needs from a validated config, restoring the latest checkpoint in `workdir`."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
+               profile_steps: Sequence[int] = (), show_progress: bool = True):
+    self.config = validate(config)
+    c = self.config
+    self.workdir = os.path.abspath(os.fspath(workdir))
+    os.makedirs(self.workdir, exist_ok=True)
+    self.profile_steps = tuple(profile_steps)
+    self.show_progress = show_progress
+    devices = jax.devices()[:c.mesh.devices] if c.mesh.devices else None
+    self.mesh = parallel.make_mesh(c.mesh, devices=devices)
+    sharded = self.mesh.size > 1
+    # Model and tokenizer.
+    self.model_config, params = models.load_hf(
+        c.model.path, dtype=jnp.dtype(c.model.param_dtype), revision=c.model.revision or None,
+        compute_dtype=c.model.compute_dtype, remat=c.model.remat, attention_impl=c.model.attention_impl)
+    self.tokenizer = models.load_tokenizer(c.tokenizer.path or c.model.path, revision=c.model.revision or None,
+                                           chat_template=c.tokenizer.chat_template or None)
+    models.apply_chat_template(self.tokenizer, [{"role": "user", "content": "ping"}])  # fails early, clearly
+    eos = set(self.model_config.eos_token_ids)
+    if self.tokenizer.eos_token_id is not None:
+      eos.add(int(self.tokenizer.eos_token_id))
+    if not eos:
+      raise TrainingError("neither the model config nor the tokenizer defines an EOS token; set eos_token_id")
+    self.eos_ids = tuple(sorted(eos))
+    self.pad_id = int(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                      else self.eos_ids[0])
+    self._drop_ids = set(self.eos_ids) | {self.pad_id}
+    # Data.
+    self.train_examples = load_spec(c.data.train, split=c.data.train_split, seed=c.seed,
+                                              domains=c.data.domains, what="data.train")
+    self.val_examples = (load_spec(c.data.validation, split=c.data.validation_split, seed=c.seed,
+                                             domains=c.data.domains, limit=c.data.validation_size or None,
+                                             what="data.validation") if c.data.validation else [])
+    self.pipeline = PromptPipeline(self.train_examples, self.tokenizer, PipelineConfig(
+        batch_size=c.batch.gen_prompts, seed=c.seed % 2**32, max_prompt_length=c.data.max_prompt_length,
+        overlong=c.data.overlong_prompts, system_prompt=c.tokenizer.system_prompt or None))
+    self.val_prompt_ids = [encode_prompt(self.tokenizer, e, system_prompt=c.tokenizer.system_prompt or None)
+                           for e in self.val_examples]
+    # Algorithm, optimizer, step functions.
+    self.optimizer = make_optimizer(c.optimizer)
+    self.loss_settings = update.LossSettings.from_config(c, prompt_len=c.data.max_prompt_length)
+    state = create_train_state(params, self.optimizer, seed=c.seed, ref_dtype=_dtype(c.model.ref_param_dtype))
+    del params
+    self.state_sharding = self.batch_sharding = None
+    if sharded:
+      self.state_sharding = parallel.train_state_shardings(self.model_config, state, self.optimizer, self.mesh)
+      state = jax.device_put(state, self.state_sharding)
+      rows = c.batch.mini_batch_prompts * c.rollout.n
+      seq = c.data.max_prompt_length + c.rollout.max_new_tokens
+      abstract = update.TrainBatch(**{
+          "input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
+          "attention_mask": jax.ShapeDtypeStruct((rows, seq), jnp.bool_),
+          **{k: jax.ShapeDtypeStruct((rows, c.rollout.max_new_tokens), jnp.float32)
+             for k in ("response_mask", "advantages", "old_logp", "ref_logp")}})
+      self.batch_sharding = parallel.rows_shardings(abstract, self.mesh)
+    self.state = state
+    self.step_fns = update.build_step_functions(self.model_config, self.loss_settings, self.optimizer,
+                                                mesh=self.mesh if sharded else None,
+                                                state_sharding=self.state_sharding,
+                                                batch_sharding=self.batch_sharding)
+    self.reset_policy = _reset_policy(c)
+    self.exp_settings = experience.ExperienceSettings(
+        n=c.rollout.n, prompts=c.batch.prompts, max_new_tokens=c.rollout.max_new_tokens,
+        prompt_len=c.data.max_prompt_length,
+        sampling=rollout.SamplingParams(temperature=c.rollout.temperature, top_p=c.rollout.top_p,
+                                        top_k=c.rollout.top_k),
+        shaping=_shaping(c), dynamic_sampling=c.dynamic_sampling.enable, ds_rule=c.dynamic_sampling.rule,
+        ds_metric=c.dynamic_sampling.metric, max_gen_batches=c.dynamic_sampling.max_gen_batches,
+        eos_token_ids=self.eos_ids, pad_id=self.pad_id)
+    budget = int(c.rollout.memory_budget_gb * 1024**3) or None
+    self.sampler = rollout.Sampler(self.model_config, pad_id=self.pad_id, memory_budget_bytes=budget,
+                                   mesh=self.mesh if sharded else None)
+    domains = sorted({e.domain for e in self.train_examples + self.val_examples})
+    self.rewards = RewardManager(c.rewards.num_workers or None, timeout_s=c.rewards.timeout_s,
+                                 code_timeout_s=c.rewards.code_timeout_s, preload=domains)
+    # The latest checkpoint, if any, replaces the fresh state.
+    self.checkpointer = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+                                                   keep_latest=c.checkpoint.keep_latest,
+                                                   keep_best=c.checkpoint.keep_best,
+                                                   async_save=c.checkpoint.async_save)
+    self.tracker = algorithms.ResetTrackerState()
+    self.counters = {"ref_resets": 0, "nonfinite_skips": 0}
+    self.start_step = 0
+    latest = self.checkpointer.latest_step()
+    if latest is not None:
+      self._restore(latest)
+    self.metrics = metrics_log.MetricsWriter(self.workdir, resume_step=latest)
+    self.peak_flops, peak_source = mfu.peak_flops(self.mesh.devices.flat[0], c.model.compute_dtype)
+    estimate = parallel.estimate_run(c, self.model_config, self.mesh if sharded else None)
+    estimate.update(mesh=parallel.describe(self.mesh), peak_flops_per_device=self.peak_flops,
+                    peak_flops_source=peak_source)
+    with open(os.path.join(self.workdir, "memory_estimate.json"), "w") as f:
+      json.dump(estimate, f, indent=2, default=str)
+    _log.info("mesh %s; estimated peak device memory %.2f GiB", estimate["mesh"], estimate["peak_gib"])
+    with open(os.path.join(self.workdir, "config.json"), "w") as f:
+      f.write(c.to_json_best_effort(indent=2))
+
+  # --- checkpoints -------------------------------------------------------------------------------------------
+
+  def _host_state(self) -> dict[str, Any]:
+    return {"data": self.pipeline.get_state(), "tracker": self.tracker.to_dict(), "counters": dict(self.counters)}
+
+  def _restore(self, step: int) -> None:
+    self.state, host = self.checkpointer.restore(step, self.state)
+    self.pipeline.set_state(host["data"])
+    self.tracker = algorithms.ResetTrackerState.from_dict(host["tracker"])
+    self.counters.update(host["counters"])
+    self.start_step = step
+    _log.info("resumed from the checkpoint of step %d in %s", step, self.checkpointer.directory)
+
+  def _save(self, step: int, score: float | None) -> None:
+    try:
+      self.checkpointer.save(step, self.state, self._host_state(), score)
+    except checkpointing.NonFiniteStateError as e:  # Never checkpoint a broken state; keep training visible.
+      _log.error("%s", e)
+
+  # --- phases --------------------------------------------------------------------------------------------------
+
+  def _generate(self, step: int):
+    params = self.state.params
+    if self.config.model.rollout_param_dtype:
+      params = jax.tree.map(lambda x: x.astype(self.config.model.rollout_param_dtype), params)
+    key = jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step)
+
+    def generate(batch, index):
+      return self.sampler.generate(params, list(batch.prompt_ids), max_new_tokens=self.config.rollout.max_new_tokens,
+                                   sampling=self.exp_settings.sampling, num_samples=self.config.rollout.n,
+                                   eos_token_ids=self.eos_ids, seed=jax.random.fold_in(key, index))
+    return generate
+
+  def _place(self, x, name: str):
+    """A host array of per-row data on device (rows over the mesh's batch axes when sharded)."""
+    if self.batch_sharding is None:
+      return jnp.asarray(x)
+    return jax.device_put(x, getattr(self.batch_sharding, name))
+
+  def _score(self, domains, texts, truths):
+    out = self.rewards.score_batch(domains, texts, truths)
+    return out.scores, out.metrics()
+
+  def _decode(self, tokens):
+    return experience.decode_response(self.tokenizer, tokens, self._drop_ids)
+
+  def train_step(self, step: int) -> dict[str, float]:
+    """Runs RL step `step` (1-based) on `self.state` and returns its metrics."""
+    c = self.config
+    t0 = time.perf_counter()
+    with jax.profiler.TraceAnnotation("rollout_and_reward"):
+      try:
+        exp = experience.collect(step=step, next_prompts=lambda: next(self.pipeline),
+                                 generate=self._generate(step), score=self._score, decode=self._decode,
+                                 settings=self.exp_settings)
+      except algorithms.DynamicSamplingError as e:
+        if self.checkpointer.latest_step() != step - 1:
+          self._save(step - 1, None)
+        self.checkpointer.wait()
+        raise TrainingError(f"step {step}: {e} (state saved at step {step - 1}; rerun to resume)") from e
+    metrics = dict(exp.metrics)
+    arrays = exp.arrays
+    ids, mask = self._place(arrays["input_ids"], "input_ids"), self._place(arrays["attention_mask"], "attention_mask")
+    t1 = time.perf_counter()
+    with jax.profiler.TraceAnnotation("logprob"):
+      old_logp, entropy = self.step_fns.logprobs_entropy(self.state.params, ids, mask)
+      ref_logp = self.step_fns.logprobs(self.state.ref_params, ids, mask)
+      response_mask = self._place(arrays["response_mask"], "response_mask")
+      kl = algorithms.kl_penalty(old_logp, ref_logp, c.algorithm.kl_estimator,
+                                 input_clamp=c.algorithm.kl_input_clamp or None,
+                                 output_clamp=c.algorithm.kl_output_clamp or None)
+      metrics["kl"] = float(algorithms.masked_mean(kl, response_mask))
+      metrics["entropy"] = float(algorithms.masked_mean(entropy, response_mask))
+      advantages = algorithms.compute_advantages(
+          c.algorithm.advantage, jnp.asarray(arrays["rewards"]), jnp.asarray(exp.group_ids), response_mask,
+          unbiased=c.algorithm.unbiased_whitening)
+    t2 = time.perf_counter()
+    batch = update.TrainBatch(input_ids=ids, attention_mask=mask, response_mask=response_mask,
+                              advantages=advantages, old_logp=old_logp, ref_logp=ref_logp)
+    rows_per_update = c.batch.mini_batch_prompts * c.rollout.n
+    updates = []
+    with jax.profiler.TraceAnnotation("update"):
+      for _ in range(c.batch.ppo_epochs):
+        for start in range(0, batch.num_rows, rows_per_update):
+          mb = jax.tree.map(lambda x: x[start:start + rows_per_update], batch)
+          if self.batch_sharding is not None:
+            mb = jax.device_put(mb, self.batch_sharding)
+          self.state, m = self.step_fns.update(self.state, mb)
+          updates.append(m)
+      updates = jax.device_get(updates)
+    self.state = self.state.replace(step=jnp.int32(step))
+    t3 = time.perf_counter()
+    skipped = int(sum(int(m["nonfinite"]) for m in updates))
+    self.counters["nonfinite_skips"] += skipped
+    for key in ("loss", "pg_loss", "kl_loss", "grad_norm", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl",
+                "clipfrac_high", "clipfrac_low"):
+      metrics[key] = float(np.mean([m[key] for m in updates]))
+    metrics["clip_frac"] = metrics["pg_clipfrac"]
+    metrics["updates/skipped_nonfinite"] = skipped
+    metrics["nonfinite_skips"] = self.counters["nonfinite_skips"]
+    metrics["advantage/abs_mean"] = float(algorithms.masked_mean(jnp.abs(advantages), response_mask))
+    metrics["length_penalty/active"] = float(algorithms.length_penalty_active(
+        step, c.length_penalty.cosine_on_steps, c.length_penalty.cosine_off_steps,
+        c.length_penalty.cosine_offset)) if c.length_penalty.cosine_enable else 0.0
+    metrics["lr"] = float(c.optimizer.lr)
+    metrics.update({"time/logprob_s": t2 - t1, "time/update_s": t3 - t2, "time/step_s": t3 - t0})
+    train_tokens = float(np.sum(arrays["attention_mask"]))
+    metrics["throughput/update_tokens_per_s"] = train_tokens * c.batch.ppo_epochs / max(t3 - t2, 1e-9)
+    # MFU of the update phase (old/ref log-probs, forward + backward, AdamW) over the padded sequences.
+    sequences_per_s = arrays["input_ids"].shape[0] * c.batch.ppo_epochs / max(t3 - t1, 1e-9)
+    metrics["throughput/update_mfu"] = mfu.mfu(sequences_per_s, self.model_config, c.data.max_prompt_length,
+                                               c.rollout.max_new_tokens, self.peak_flops, self.mesh.size)
+    return metrics
+
+  def evaluate(self) -> dict[str, float]:
+    """Validation: pass@1 (mean score over k samples) and pass@k per domain, with the current params."""
+    if not self.val_examples:
+      return {}
+    problems = evaluation.problems_from_examples(self.val_examples, [e.domain for e in self.val_examples])
+    start = time.perf_counter()
+    with jax.profiler.TraceAnnotation("evaluation"):
+      results = evaluation.evaluate_problems(
+          sampler=self.sampler, params=self.state.params, prompt_ids=self.val_prompt_ids, problems=problems,
+          score_batch=lambda d, t, g: self.rewards.score_batch(d, t, g).scores, decode=self._decode,
+          eos_token_ids=self.eos_ids, settings=evaluation.eval_settings(self.config))
+    out = {"time/eval_s": time.perf_counter() - start}
+    for name, s in evaluation.summarize(results, by="domain").items():
+      prefix = "eval/" if name == "all" else f"eval/{name}/"
+      out.update({prefix + k: v for k, v in s.items()
+                  if k.startswith(("pass@", "solved@")) or k in ("mean_length", "truncated_frac")})
+    return out
+
+  def _maybe_reset(self, step: int, metrics: dict[str, float]) -> None:
+    reset, reasons, self.tracker = algorithms.reset_decision(
+        self.reset_policy, self.tracker, step=step, val_score=metrics.get("eval/pass@1"), kl=metrics.get("kl"))
+    if not reset:
+      return
+    params = None
+    if self.config.reference_reset.source == "best":
+      best = self.checkpointer.best_step()
+      if best is not None:
+        self.checkpointer.wait()
+        params = self.checkpointer.restore_params(best, self.state.params)
+    self.state = algorithms.reset_reference(self.state, optimizer=self.optimizer, params=params,
+                                            reset_optimizer=self.reset_policy.reset_optimizer,
+                                            ref_dtype=_dtype(self.config.model.ref_param_dtype))
+    if self.state_sharding is not None:
+      self.state = jax.device_put(self.state, self.state_sharding)
+    self.counters["ref_resets"] += 1
+    metrics["ref_reset/reasons"] = ",".join(reasons)
+    _log.info("step %d: reference reset (%s)%s", step, ", ".join(reasons),
+              " with optimizer re-initialised" if self.reset_policy.reset_optimizer else "")
+
+  # --- the loop ------------------------------------------------------------------------------------------------
+
+  def run(self) -> list[dict[str, Any]]:
+    """Trains to `total_steps`; returns all metrics rows of the run (including earlier, resumed parts)."""
+    c = self.config
+    progress = _progress(self.start_step, c.total_steps, self.show_progress)
+    try:
+      if self.start_step == 0:
+        metrics = self.evaluate() if c.eval.at_start else {}
+        metrics["ref_resets"] = 0
+        self.metrics.write(0, metrics)
+        self._save(0, metrics.get("eval/pass@1"))
+      for step in range(self.start_step + 1, c.total_steps + 1):
+        with self._maybe_profile(step):
+          metrics = self.train_step(step)
+        last = step == c.total_steps
+        if self.val_examples and ((c.eval_every and step % c.eval_every == 0) or last):
+          metrics.update(self.evaluate())
+        self._maybe_reset(step, metrics)
+        metrics["ref_resets"] = self.counters["ref_resets"]
+        self.metrics.write(step, metrics)
+        progress.update(step, metrics)
+        if (c.checkpoint_every and step % c.checkpoint_every == 0) or last or "eval/pass@1" in metrics:
+          self._save(step, metrics.get("eval/pass@1"))
+    finally:
+      progress.close()
+      self.checkpointer.wait()
+      self.metrics.close()
+    return self.finish()
+
+  def finish(self) -> list[dict[str, Any]]:
+    rows = metrics_log.read_metrics(self.workdir)
+    png = report.plot_training_curves(rows, os.path.join(self.workdir, "training_curves.png"),
+                                      title=f"prorl_jax: {os.path.basename(self.workdir)}")
+    text = report.summary_text(rows)
+    with open(os.path.join(self.workdir, "summary.txt"), "w") as f:
+      f.write(text + "\n")
+    if self.config.checkpoint.export_hf:
+      models.save_hf(self.model_config, jax.device_get(self.state.params), os.path.join(self.workdir, "final_hf"),
+                     tokenizer=self.tokenizer)
+    print(f"\n{text}\ncurves: {png}\nmetrics: {self.metrics.path}", file=sys.stderr)
+    return rows
+
+  def close(self) -> None:
+    self.checkpointer.close()
+    self.rewards.close()
+
+  @contextlib.contextmanager
+  def _maybe_profile(self, step: int):
+    if self.profile_steps and step == self.profile_steps[0]:
+      jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+    try:
+      yield
+    finally:
+      if self.profile_steps and step == self.profile_steps[-1]:
+        jax.block_until_ready(self.state.params)
+        jax.profiler.stop_trace()
+
+
+class _progress:
+  """A tqdm bar whose postfix is the live metrics line (plain log lines when not on a terminal)."""
+
+  def __init__(self, start: int, total: int, enabled: bool):
+    self.total, self.bar = total, None
+    self.enabled = enabled
+    if enabled and sys.stderr.isatty():
+      import tqdm
+      self.bar = tqdm.tqdm(total=total, initial=start, dynamic_ncols=True, desc="prorl_jax")
+
+  def update(self, step: int, metrics: dict[str, Any]) -> None:
+    if not self.enabled:
+      return
+    line = metrics_log.live_line(step, self.total, metrics)
+    if self.bar is not None:
+      self.bar.set_postfix_str(line.split(" ", 2)[-1], refresh=False)
+      self.bar.update(step - self.bar.n)
+    else:
+      print(line, file=sys.stderr, flush=True)
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, **kwargs: Any) -> list[dict[str, Any]]:
+  """Builds a Trainer and runs it to the end; returns the metrics rows."""
+  trainer = Trainer(config, workdir, **kwargs)
+  try:
+    return trainer.run()
+  finally:
+    trainer.close()

@@ -1,0 +1,121 @@
+"""Multi-host start-up (two real processes over localhost) and the per-process data helpers."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from prorl_jax import parallel
+from prorl_jax.models.config import ConfigError
+from prorl_jax.training import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_LAUNCH_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
+                "OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+  for var in _LAUNCH_VARS:
+    monkeypatch.delenv(var, raising=False)
+  return monkeypatch
+
+
+def test_launch_environment_detection(clean_env):
+  assert parallel.launch_environment() == ""
+  clean_env.setenv("SLURM_JOB_ID", "12")
+  clean_env.setenv("SLURM_NTASKS", "1")
+  assert parallel.launch_environment() == ""  # a one-task Slurm job is a single process
+  clean_env.setenv("SLURM_NTASKS", "4")
+  assert parallel.launch_environment() == "slurm"
+  clean_env.delenv("SLURM_JOB_ID")
+  clean_env.setenv("TPU_WORKER_HOSTNAMES", "t0,t1")
+  assert parallel.launch_environment() == "cloud_tpu"
+  clean_env.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+  assert parallel.launch_environment() == "JAX_COORDINATOR_ADDRESS"
+
+
+def test_single_process_run_does_not_initialize(clean_env):
+  assert parallel.maybe_initialize(config_lib.default_config()) is False
+  assert not jax.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("field,value,match", [("num_processes", -2, "num_processes must be >= 0"),
+                                               ("process_id", 3, "process_id must be -1")])
+def test_bad_distributed_fields_are_named(field, value, match):
+  config = config_lib.default_config()
+  config.distributed.num_processes = 2
+  config.distributed[field] = value
+  with pytest.raises(ConfigError, match=f"config.distributed.{match}"):
+    parallel.maybe_initialize(config)
+
+
+def test_single_process_data_helpers():
+  mesh = parallel.make_mesh(dict(data=2, fsdp=2, tensor=2))
+  assert parallel.process_rows(mesh, 12) == slice(0, 12)
+  assert parallel.data_shard(mesh, 12) == (0, 1)
+  local = {"ids": np.arange(24).reshape(12, 2), "mask": np.ones(12, bool)}
+  batch = parallel.global_batch(local, mesh)
+  np.testing.assert_array_equal(np.asarray(batch["ids"]), local["ids"])
+  assert batch["ids"].sharding.spec == parallel.rows_spec((12, 2), mesh)
+  assert batch["ids"].addressable_shards[0].data.shape == (3, 2)
+
+
+_WORKER = r"""
+import json, os, sys
+import jax, numpy as np, ml_collections
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+from prorl_jax import parallel
+pid = int(sys.argv[1])
+config = ml_collections.ConfigDict(dict(distributed=dict(initialize=False, coordinator_address="", num_processes=2,
+                                                         process_id=pid)))
+assert parallel.launch_environment() == "JAX_COORDINATOR_ADDRESS"
+assert parallel.maybe_initialize(config)
+mesh = parallel.make_mesh(dict(data=2, fsdp=2, tensor=1))
+rows = parallel.process_rows(mesh, 8)
+data = np.arange(24, dtype=np.float32).reshape(8, 3)
+batch = parallel.global_batch({"x": data[rows]}, mesh)
+# A reduction over the global batch needs the other process's rows.
+total = float(jax.jit(lambda t: (t["x"] * jax.numpy.arange(8.0)[:, None]).sum())(batch))
+print(json.dumps(dict(count=jax.process_count(), devices=jax.device_count(), local=jax.local_device_count(),
+                      rows=[rows.start, rows.stop], shard=parallel.data_shard(mesh, 8), total=total,
+                      shape=list(batch["x"].shape))), flush=True)
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_share_one_mesh(tmp_path):
+  script = tmp_path / "worker.py"
+  script.write_text(_WORKER)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}",
+             PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+  procs = [subprocess.Popen([sys.executable, str(script), str(i)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = []
+  try:
+    for p in procs:
+      out, err = p.communicate(timeout=180)
+      assert p.returncode == 0, err[-3000:]
+      outs.append(json.loads(out.strip().splitlines()[-1]))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  data = np.arange(24, dtype=np.float32).reshape(8, 3)
+  want = float((data * np.arange(8.0)[:, None]).sum())
+  for pid, out in enumerate(outs):
+    assert out["count"] == 2 and out["devices"] == 4 and out["local"] == 2
+    assert out["rows"] == [4 * pid, 4 * pid + 4] and out["shard"] == [pid, 2]
+    assert out["shape"] == [8, 3] and out["total"] == want

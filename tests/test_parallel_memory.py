@@ -1,0 +1,152 @@
+"""The memory estimate against XLA's compiled memory stats (CPU) and JAX's saved residuals.
+
+Tolerances: state and argument bytes exact (to 64 bytes); update-step temporaries within [0.85, 1.25] x compiled;
+log-prob forward and decode-step temporaries within [0.5, 2] x compiled (small buffers, fusion-dependent);
+activations within 15% of `saved_residuals`.
+"""
+
+import contextlib
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax._src.ad_checkpoint import saved_residuals  # the list behind jax.ad_checkpoint.print_saved_residuals
+
+from prorl_jax import models, parallel, rollout
+from prorl_jax.parallel import memory
+from prorl_jax.rollout import sampler as sampler_lib
+from prorl_jax.training import config as config_lib
+from prorl_jax.training import state as state_lib
+from prorl_jax.training import update
+
+
+def _model(**kw):
+  base = dict(vocab_size=1000, hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2)
+  return models.Qwen2Config(**dict(base, **kw))
+
+
+def _optimizer():
+  return state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      lr=1e-3, warmup_steps=0, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, grad_clip=1.0)))
+
+
+def _abstract_batch(rows, prompt, resp):
+  s = jax.ShapeDtypeStruct
+  t = prompt + resp
+  return update.TrainBatch(input_ids=s((rows, t), jnp.int32), attention_mask=s((rows, t), jnp.bool_),
+                           response_mask=s((rows, resp), jnp.float32), advantages=s((rows, resp), jnp.float32),
+                           old_logp=s((rows, resp), jnp.float32), ref_logp=s((rows, resp), jnp.float32))
+
+
+def _compiled_update(cfg, rows, prompt, resp, chunk, mesh=None):
+  opt = _optimizer()
+  settings = update.LossSettings(prompt_len=prompt, kl_coef=1e-3, chunk_size=chunk)
+  params = jax.eval_shape(lambda: models.init_params(cfg, jax.random.key(0)))
+  state = jax.eval_shape(lambda p: state_lib.create_train_state(p, opt, seed=0), params)
+  batch = _abstract_batch(rows, prompt, resp)
+  ss = bs = None
+  if mesh is not None:
+    ss, bs = parallel.train_state_shardings(cfg, state, opt, mesh), parallel.rows_shardings(batch, mesh)
+  fns = update.build_step_functions(cfg, settings, opt, mesh=mesh, state_sharding=ss, batch_sharding=bs)
+  with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+    upd = fns.jit_update.lower(state, batch).compile().memory_analysis()
+    lp = fns.jit_logprobs.lower(params, batch.input_ids, batch.attention_mask).compile().memory_analysis()
+  return upd, lp
+
+
+UPDATE_CASES = {
+    "fp32": (_model(), dict(rows=8, prompt=32, resp=96, chunk=64)),
+    "fp32_wide_vocab": (_model(vocab_size=4000, hidden_size=256, intermediate_size=512, num_attention_heads=8),
+                        dict(rows=4, prompt=16, resp=48, chunk=32)),
+    "bf16": (_model(vocab_size=2000, intermediate_size=384, dtype="bfloat16"), dict(rows=8, prompt=32, resp=96,
+                                                                                    chunk=128)),
+}
+
+
+@pytest.mark.parametrize("name", [n if n != "fp32_wide_vocab" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(UPDATE_CASES)])
+def test_update_step_estimate_matches_compiled(name):
+  cfg, shape = UPDATE_CASES[name]
+  upd, lp = _compiled_update(cfg, shape["rows"], shape["prompt"], shape["resp"], shape["chunk"])
+  est = memory.estimate_train(cfg, rows=shape["rows"], prompt_len=shape["prompt"], response_len=shape["resp"],
+                              chunk_size=shape["chunk"])
+  # Params, reference, both Adam moments and the batch: exact.
+  assert abs(upd.argument_size_in_bytes - (est.resident + est.batch)) <= 64
+  assert est.params == cfg.num_params() * 4
+  ratio = est.update_temp / upd.temp_size_in_bytes
+  assert 0.85 <= ratio <= 1.25, (ratio, est.update_temp, upd.temp_size_in_bytes)
+  lp_ratio = est.logprob_forward / lp.temp_size_in_bytes
+  assert 0.5 <= lp_ratio <= 2.0, (lp_ratio, est.logprob_forward, lp.temp_size_in_bytes)
+
+
+def test_sharded_state_bytes_per_device_are_exact():
+  cfg = _model()
+  mesh = parallel.make_mesh(dict(data=1, fsdp=4, tensor=2))
+  upd, _ = _compiled_update(cfg, 16, 32, 32, 64, mesh=mesh)
+  est = memory.estimate_train(cfg, rows=16, prompt_len=32, response_len=32, chunk_size=64, mesh=mesh)
+  assert abs(upd.argument_size_in_bytes - (est.resident + est.batch)) <= 64
+  single = memory.estimate_train(cfg, rows=16, prompt_len=32, response_len=32, chunk_size=64)
+  # Everything but the replicated norm weights, biases split over tensor only, and scalars is split 8 ways.
+  assert single.resident / 8 <= est.resident < single.resident / 7
+
+
+@pytest.mark.parametrize("dtype,remat", [("float32", False), ("bfloat16", False), ("float32", True),
+                                         ("bfloat16", True)])
+def test_activation_terms_match_saved_residuals(dtype, remat):
+  cfg = _model(num_hidden_layers=2, dtype=dtype, remat=remat)
+  params = models.init_params(cfg, jax.random.key(0))
+  rows, prompt, resp = 8, 32, 96
+  settings = update.LossSettings(prompt_len=prompt, chunk_size=64)
+  ids = jnp.ones((rows, prompt + resp), jnp.int32)
+  mask = jnp.ones((rows, prompt + resp), bool)
+  f = lambda p: update.response_logprobs(cfg, p, ids, mask, settings).sum()
+  saved = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a, why in saved_residuals(f, params)
+              if "from the argument" not in why)
+  est = memory.activation_bytes(cfg, rows, prompt, resp, include_recompute=False)
+  assert abs(est / saved - 1) <= 0.15, (est, saved)
+
+
+@pytest.mark.parametrize("sizes", [None, dict(data=2, fsdp=2, tensor=2)])
+def test_decode_estimate_matches_compiled(sizes):
+  cfg = _model()
+  mesh = parallel.make_mesh(sizes) if sizes else None
+  prompts, samples, prompt_len, new = 4, 4, 32, 96
+  params = models.init_params(cfg, jax.random.key(0))
+  sampling = rollout.SamplingParams(temperature=1.0)
+  ids, lengths, live = np.zeros((prompts, prompt_len), np.int32), np.ones(prompts, np.int32), np.ones(prompts, bool)
+  keys = jax.random.split(jax.random.key(0), prompts * samples)
+  statics = dict(eos_ids=(), max_new_tokens=new, num_samples=samples, cache_len=prompt_len + new, pad_id=0)
+  if mesh is None:
+    state = jax.eval_shape(lambda: sampler_lib._prefill_and_first_token(cfg, sampling, params, ids, lengths, live,
+                                                                        keys, **statics))
+    compiled = sampler_lib.decode_loop.lower(cfg, sampling, params, state, eos_ids=(), pad_id=0).compile()
+  else:
+    smp = rollout.Sampler(cfg, mesh=mesh)
+    params = jax.device_put(params, smp._param_shardings(params))
+    prefill, decode = smp._sharded_fns(params, sampling, (), new, samples, (prompts, prompt_len))
+    with jax.set_mesh(smp.mesh):
+      state = jax.eval_shape(prefill, params, ids, lengths, live, keys)
+      compiled = decode.lower(params, state).compile()
+  stats = compiled.memory_analysis()
+  est = memory.estimate_rollout(cfg, rows=prompts * samples, prompt_len=prompt_len, max_new_tokens=new,
+                                num_prompts=prompts, mesh=mesh)
+  assert abs(stats.argument_size_in_bytes - (est.rollout_params + est.kv_cache + est.decode_state)) <= 64
+  assert 0.5 <= est.step_temp / stats.temp_size_in_bytes <= 2.0, (est.step_temp, stats.temp_size_in_bytes)
+
+
+def test_estimate_run_for_the_real_model_is_consistent():
+  cfg = models.Qwen2Config(dtype="bfloat16")  # Qwen2-1.5B dims
+  run = config_lib.default_config()
+  mesh = parallel.make_mesh(dict(data=1, fsdp=8, tensor=1))
+  out = memory.estimate_run(run, cfg, mesh)
+  params_gib = cfg.num_params() * 4 / 8 / memory.GiB
+  # fp32 params, reference and two Adam moments split 8 ways (norm weights replicated: < 0.1% more).
+  assert out["train"]["params"] == pytest.approx(params_gib, rel=1e-3)
+  assert out["train"]["optimizer"] == pytest.approx(2 * params_gib, rel=1e-3)
+  # Rollout: 384 prompts x 16 samples, (1024 + 8192) positions, 28 layers, 2 kv heads of 128 in bf16, 8 shards.
+  kv = 384 * 16 // 8 * (1024 + 8192) * 2 * 28 * 2 * 128 * 2
+  assert out["rollout"]["kv_cache"] == pytest.approx(kv / memory.GiB)
+  assert out["rollout"]["duplicate_params"]  # the fsdp layout is not the sampling layout
+  assert out["peak_gib"] >= max(out["train"]["total"], out["rollout"]["total"])

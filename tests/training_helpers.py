@@ -1,0 +1,53 @@
+"""Small, fast trainer configs built on the embedded default (tiny.py) for tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TIMING_PREFIXES = ("time/", "throughput/")
+
+
+def tiny_config():
+  spec = importlib.util.spec_from_file_location("tiny_config", REPO / "experiments" / "configs" / "tiny.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def small_config(**overrides):
+  """tiny.py shrunk to seconds per step: 4 prompts x 4 samples, 12 validation prompts x 2 samples."""
+  c = tiny_config()
+  c.total_steps = 3
+  c.eval_every = 2
+  c.checkpoint_every = 1
+  c.data.train = "embedded:tiny?size=300"
+  c.data.validation = "embedded:tiny?size=12"
+  c.rollout.n = 4
+  c.batch.prompts = 4
+  c.batch.gen_prompts = 8
+  c.batch.mini_batch_prompts = 2
+  c.eval.num_samples = 2
+  c.eval.batch_prompts = 12
+  c.checkpoint.export_hf = False
+  c.mesh.devices = 1  # tests run with 8 simulated devices; the sharded run is tested on its own
+  for dotted, value in overrides.items():
+    node = c
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+      node = node[part]
+    node[parts[-1]] = value
+  return c
+
+
+def read_rows(workdir) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def without_timing(row: dict) -> dict:
+  return {k: v for k, v in row.items() if not k.startswith(TIMING_PREFIXES)}
