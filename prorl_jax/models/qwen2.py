@@ -215,7 +215,7 @@ def prefill(config: Qwen2Config, params: Params, input_ids: jax.Array, lengths: 
 
 
 def decode_step(config: Qwen2Config, params: Params, tokens: jax.Array, positions: jax.Array, cache: KVCache,
-                active: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+                active: jax.Array | None = None, head: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
   """Feeds one token per row and returns the next-token logits.
 
   Args:
@@ -225,6 +225,8 @@ def decode_step(config: Qwen2Config, params: Params, tokens: jax.Array, position
     cache: the KV cache holding every earlier position of each row.
     active: optional bool `[batch]`; inactive rows (finished sequences) skip attention work and get meaningless
       logits.
+    head: optional LM-head matrix `[hidden, vocab]` to use instead of `head_weight(config, params)` (a decode loop
+      passes one it laid out once, outside the loop).
 
   Returns:
     (float32 logits `[batch, vocab]`, updated cache).
@@ -233,4 +235,5 @@ def decode_step(config: Qwen2Config, params: Params, tokens: jax.Array, position
   if active is not None:
     attend = jnp.where(active, attend, 0)
   hidden, cache = _module(config).apply({"params": params}, tokens, positions, cache, attend, method=Qwen2.decode)
-  return project_to_vocab(config, hidden, head_weight(config, params)), cache
+  head = head_weight(config, params) if head is None else head
+  return project_to_vocab(config, hidden, head), cache

@@ -86,7 +86,8 @@ class MetricsWriter:
     if self._tb is not None:
       for key, value in row.items():
         if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-          self._tb.add_scalar(key, value, global_step=int(step))
+          # TensorBoard tags allow no '@' (tensorboardX would rename and log every time): pass@4 -> pass_at_4.
+          self._tb.add_scalar(key.replace("@", "_at_"), value, global_step=int(step))
 
   def close(self) -> None:
     self._file.close()
