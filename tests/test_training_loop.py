@@ -1,5 +1,7 @@
 """The trainer end to end on the embedded default, shrunk: a few steps, resets, NaN skipping, resume after SIGKILL."""
 
+import gzip
+import json
 import math
 import os
 import signal
@@ -18,7 +20,7 @@ from training_helpers import REPO, read_rows, small_config, without_timing
 
 
 def test_few_steps_end_to_end(tmp_path):
-  rows = train(small_config(**{"checkpoint.export_hf": True}), tmp_path, show_progress=False)
+  rows = train(small_config(**{"checkpoint.export_hf": True}), tmp_path, show_progress=False, profile_steps=(1, 2))
   assert [r["step"] for r in rows] == [0, 1, 2, 3]
   assert "eval/pass@1" in rows[0] and "eval/pass@1" in rows[2] and "eval/pass@1" in rows[3]
   for row in rows[1:]:
@@ -32,6 +34,13 @@ def test_few_steps_end_to_end(tmp_path):
     assert (tmp_path / name).exists(), name
   assert list((tmp_path / "tensorboard").iterdir())
   assert (tmp_path / "checkpoints" / "3").is_dir()
+  for phase in ("rollout", "reward", "logprob", "update", "step"):
+    assert rows[1][f"time/{phase}_s"] > 0, phase
+  # The profiled steps' trace carries the named phases.
+  traces = list((tmp_path / "profile").rglob("*.trace.json.gz"))
+  assert len(traces) == 1
+  events = {e.get("name") for e in json.load(gzip.open(traces[0]))["traceEvents"]}
+  assert {"rollout_and_reward", "logprob", "update"} <= events
 
 
 def test_reference_reset_makes_kl_zero(tmp_path):

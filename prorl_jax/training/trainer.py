@@ -363,7 +363,11 @@ class Trainer:
   @contextlib.contextmanager
   def _maybe_profile(self, step: int):
     if self.profile_steps and step == self.profile_steps[0]:
-      jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+      # No Python function tracing: it records every call (a million events in two tiny steps), the trace then
+      # truncates and loses the phase annotations and device events that matter.
+      options = jax.profiler.ProfileOptions()
+      options.python_tracer_level = 0
+      jax.profiler.start_trace(os.path.join(self.workdir, "profile"), profiler_options=options)
     try:
       yield
     finally:
