@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -131,6 +132,7 @@ def main():
                                               / result["transformers"]["tokens_per_s"], 2)
     result["greedy_tokens_identical"] = tokens["prorl_jax"] == tokens["transformers"]
   if "tunix" in tokens and tokens["tunix"] is not None and "prorl_jax" in tokens:
+    result["speedup_vs_tunix"] = round(result["prorl_jax"]["tokens_per_s"] / result["tunix"]["tokens_per_s"], 2)
     result["greedy_tokens_identical_tunix"] = tokens["prorl_jax"] == tokens["tunix"]
   result["peak_rss_mib"] = round(peak_rss_mib(), 1)
   for k in ("prorl_jax", "transformers"):
@@ -138,6 +140,7 @@ def main():
       for f in ("tokens_per_s", "seconds", "first_call_s"):
         if f in result[k]:
           result[k][f] = round(result[k][f], 3)
+  shutil.rmtree(ckpt, ignore_errors=True)  # the checkpoint is ~150 MB at the default size
   print(json.dumps(result, indent=2))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -257,6 +258,7 @@ def main(argv=None):
         "grad_norm_rel_diff": abs(a["grad_norm"] - b["grad_norm"]) / max(abs(b["grad_norm"]), 1e-12),
         # How far one AdamW step moved the log-probs: the step-2 agreement is meaningful only if this is larger.
         "logp_step_change_max": float(np.abs(np.asarray(b["logp_step2"]) - b["logp_step1"])[m].max())}
+  shutil.rmtree(workdir, ignore_errors=True)  # the checkpoint is ~150 MB at the default size
   print(json.dumps(result, indent=2))
   return 0
 
