@@ -63,6 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
       mini_batch_prompts=64,  # prompts per optimizer update
       micro_batch_size=0,  # sequences per gradient micro-batch (0 = the whole mini-batch)
       logprob_micro_batch_size=0,  # sequences per log-prob forward (0 = micro_batch_size)
+      # Micro-batches of similar-length rows, each cut to the widths its rows use, rounded up to this many buckets
+      # per doubling of length (one compilation per bucket); 0 pads every row to the full length instead.
+      length_buckets_per_octave=4,
       ppo_epochs=1,
   ))
   c.algorithm = ml_collections.ConfigDict(dict(
@@ -191,7 +194,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "batch.gen_prompts", "batch.mini_batch_prompts", "batch.ppo_epochs", "data.max_prompt_length",
             "eval.num_samples", "eval.batch_prompts")
   for field in ("eval_every", "checkpoint_every", "batch.micro_batch_size", "batch.logprob_micro_batch_size",
-                "reference_reset.every_k_steps", "reference_reset.patience", "optimizer.warmup_steps"):
+                "batch.length_buckets_per_octave", "reference_reset.every_k_steps", "reference_reset.patience", "optimizer.warmup_steps"):
     if _get(config, field) < 0:
       _fail(field, f"must be >= 0, got {_get(config, field)}")
   if not config.model.path:

@@ -25,7 +25,7 @@ from prorl_jax import algorithms, evaluation, models, parallel, rollout
 from prorl_jax.data import PipelineConfig, PromptPipeline, encode_prompt
 from prorl_jax.rewards import RewardManager
 from prorl_jax.data.specs import load_spec
-from prorl_jax.training import checkpointing, experience, metrics_log, mfu, report, update
+from prorl_jax.training import checkpointing, experience, metrics_log, mfu, micro_batches, report, update
 from prorl_jax.training.config import validate
 from prorl_jax.training.state import TrainState, create_train_state, make_optimizer
 
@@ -199,6 +199,14 @@ class Trainer:
       return jnp.asarray(x)
     return jax.device_put(x, getattr(self.batch_sharding, name))
 
+  def _plan(self, attention_mask, response_mask, micro_rows: int):
+    """Length-bucketed micro-batches of these rows, or None (one padded call) when bucketing is off."""
+    per_octave = self.config.batch.length_buckets_per_octave
+    if not per_octave:
+      return None
+    return micro_batches.plan_micro_batches(attention_mask, response_mask, self.config.data.max_prompt_length,
+                                            micro_rows, per_octave)
+
   def _score(self, domains, texts, truths):
     out = self.rewards.score_batch(domains, texts, truths)
     return out.scores, out.metrics()
@@ -225,8 +233,13 @@ class Trainer:
     ids, mask = self._place(arrays["input_ids"], "input_ids"), self._place(arrays["attention_mask"], "attention_mask")
     t1 = time.perf_counter()
     with jax.profiler.TraceAnnotation("logprob"):
-      old_logp, entropy = self.step_fns.logprobs_entropy(self.state.params, ids, mask)
-      ref_logp = self.step_fns.logprobs(self.state.ref_params, ids, mask)
+      plan = self._plan(arrays["attention_mask"], arrays["response_mask"],
+                        c.batch.logprob_micro_batch_size or c.batch.micro_batch_size)
+      if plan is not None:
+        metrics["batch/padding_frac"], metrics["batch/padding_frac_bucketed"] = micro_batches.padded_fraction(
+            plan, arrays["attention_mask"])
+      old_logp, entropy = self.step_fns.logprobs_entropy(self.state.params, ids, mask, plan)
+      ref_logp = self.step_fns.logprobs(self.state.ref_params, ids, mask, plan)
       response_mask = self._place(arrays["response_mask"], "response_mask")
       kl = algorithms.kl_penalty(old_logp, ref_logp, c.algorithm.kl_estimator,
                                  input_clamp=c.algorithm.kl_input_clamp or None,
@@ -244,10 +257,13 @@ class Trainer:
     with jax.profiler.TraceAnnotation("update"):
       for _ in range(c.batch.ppo_epochs):
         for start in range(0, batch.num_rows, rows_per_update):
-          mb = jax.tree.map(lambda x: x[start:start + rows_per_update], batch)
+          rows = slice(start, start + rows_per_update)
+          mb = jax.tree.map(lambda x: x[rows], batch)
           if self.batch_sharding is not None:
             mb = jax.device_put(mb, self.batch_sharding)
-          self.state, m = self.step_fns.update(self.state, mb)
+          plan = self._plan(arrays["attention_mask"][rows], arrays["response_mask"][rows],
+                            c.batch.micro_batch_size)
+          self.state, m = self.step_fns.update(self.state, mb, plan)
           updates.append(m)
       updates = jax.device_get(updates)
     self.state = self.state.replace(step=jnp.int32(step))

@@ -10,11 +10,13 @@ so the accumulated gradient equals the full mini-batch gradient (ALGORITHMS.md Â
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from prorl_jax import algorithms, models, parallel
@@ -55,6 +57,8 @@ class LossSettings:
   chunk_size: int = 1024
   micro_batch_size: int = 0  # 0 = the whole mini-batch in one pass
   logprob_micro_batch_size: int = 0
+  # seq-mean-token-sum-norm's divisor: the full response length, so trimmed micro-batches keep it (0 = their width).
+  loss_horizon: int = 0
 
   @classmethod
   def from_config(cls, config, prompt_len: int) -> "LossSettings":
@@ -108,11 +112,13 @@ def _micro_loss(params, micro: TrainBatch, num_tokens, num_seqs, model_config, s
                           with_entropy=want_entropy)
   logp, entropy = out if want_entropy else (out, None)
   mask = micro.response_mask
+  horizon = settings.loss_horizon or None
   agg = lambda v: algorithms.agg_loss(v, mask, settings.agg_mode, global_num_tokens=num_tokens,
-                                      global_num_seqs=num_seqs)
+                                      global_num_seqs=num_seqs, loss_scale_factor=horizon)
   pg_loss, pg_metrics = algorithms.policy_loss(
       logp, micro.old_logp, micro.advantages, mask, clip_low=settings.clip_low, clip_high=settings.clip_high,
-      clip_c=settings.clip_c, agg_mode=settings.agg_mode, global_num_tokens=num_tokens, global_num_seqs=num_seqs)
+      clip_c=settings.clip_c, agg_mode=settings.agg_mode, global_num_tokens=num_tokens, global_num_seqs=num_seqs,
+      loss_scale_factor=horizon)
   kl = algorithms.kl_penalty(logp, micro.ref_logp, settings.kl_estimator, input_clamp=settings.kl_input_clamp,
                              output_clamp=settings.kl_output_clamp)
   kl_loss = agg(kl)
@@ -147,13 +153,18 @@ def minibatch_update(model_config: models.Qwen2Config, settings: LossSettings,
     return jax.tree.map(jnp.add, carry, (grads, aux)), None
 
   zero_grads = jax.tree.map(jnp.zeros_like, state.params)
-  zero_aux = {k: jnp.zeros((), jnp.float32) for k in ("loss", "pg_loss", "kl_loss", "pg_clipfrac",
-                                                       "pg_clipfrac_lower", "ppo_kl", "clipfrac_high",
-                                                       "clipfrac_low")}
+  zero_aux = _zero_aux()
   if micro == rows:
     (grads, aux), _ = accumulate((zero_grads, zero_aux), batch)
   else:
     (grads, aux), _ = jax.lax.scan(accumulate, (zero_grads, zero_aux), _split(batch, rows // micro))
+  return apply_gradients(optimizer, state, grads, aux)
+
+
+def apply_gradients(optimizer: optax.GradientTransformation, state: TrainState, grads: Any,
+                    aux: dict[str, jax.Array]) -> tuple[TrainState, dict[str, jax.Array]]:
+  """The optimizer update with a mini-batch's accumulated gradients; a non-finite loss or gradient norm skips it
+  (params and optimizer state unchanged) and reports `nonfinite = 1`."""
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(grad_norm)
 
@@ -167,33 +178,109 @@ def minibatch_update(model_config: models.Qwen2Config, settings: LossSettings,
   return state.replace(params=params, opt_state=opt_state), metrics
 
 
+def _zero_aux() -> dict[str, jax.Array]:
+  return {k: jnp.zeros((), jnp.float32) for k in AUX_METRICS}
+
+
+AUX_METRICS = ("loss", "pg_loss", "kl_loss", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "clipfrac_high",
+               "clipfrac_low")
+
+
+def take_micro_batch(batch: TrainBatch, rows: jax.Array, prompt_len: int, prompt_width: int,
+                     response_width: int) -> TrainBatch:
+  """Rows `rows` `[m]` of `batch`, keeping the last `prompt_width` prompt columns and the first `response_width`
+  response columns (`prorl_jax.training.micro_batches`)."""
+  seq = slice(prompt_len - prompt_width, prompt_len + response_width)
+  take = lambda x: jnp.take(x, rows, axis=0)
+  return TrainBatch(input_ids=take(batch.input_ids)[:, seq], attention_mask=take(batch.attention_mask)[:, seq],
+                    **{k: take(getattr(batch, k))[:, :response_width]
+                       for k in ("response_mask", "advantages", "old_logp", "ref_logp")})
+
+
+def accumulate_micro_batch(model_config: models.Qwen2Config, settings: LossSettings, params: Any, acc: Any,
+                           batch: TrainBatch, rows: jax.Array, num_tokens: jax.Array, num_seqs: jax.Array, *,
+                           prompt_width: int, response_width: int) -> Any:
+  """`acc + (gradients, loss metrics)` of one trimmed micro-batch (`take_micro_batch`), normalised by the whole
+  mini-batch's `num_tokens` / `num_seqs` so the sum over micro-batches is the mini-batch gradient."""
+  micro = take_micro_batch(batch, rows, settings.prompt_len, prompt_width, response_width)
+  micro_settings = dataclasses.replace(settings, prompt_len=prompt_width,
+                                       loss_horizon=settings.loss_horizon or batch.response_mask.shape[1])
+  (_, aux), grads = jax.value_and_grad(_micro_loss, has_aux=True)(params, micro, num_tokens, num_seqs,
+                                                                   model_config, micro_settings)
+  return jax.tree.map(jnp.add, acc, (grads, aux))
+
+
+def micro_batch_logprobs(model_config: models.Qwen2Config, settings: LossSettings, params: Any, out: Any,
+                         input_ids: jax.Array, attention_mask: jax.Array, rows: jax.Array, *, prompt_width: int,
+                         response_width: int, with_entropy: bool) -> Any:
+  """`out` (`[B, R]` log-probs, or (log-probs, entropy)) with rows `rows` filled from one trimmed micro-batch;
+  columns past `response_width` are left as they were."""
+  seq = slice(settings.prompt_len - prompt_width, settings.prompt_len + response_width)
+  ids = jnp.take(input_ids, rows, axis=0)[:, seq]
+  mask = jnp.take(attention_mask, rows, axis=0)[:, seq]
+  got = response_logprobs(model_config, params, ids, mask, dataclasses.replace(settings, prompt_len=prompt_width),
+                          with_entropy=with_entropy)
+  return jax.tree.map(lambda o, g: o.at[rows, :response_width].set(g), out, got)
+
+
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
   """The jitted step functions of one run (built once: jit caches by function identity). Calls run under the
-  run's mesh, which the activation constraints and per-shard log-prob loop read."""
+  run's mesh, which the activation constraints and per-shard log-prob loop read.
+
+  `logprobs*` and `update` take an optional micro-batch plan (`micro_batches.plan_micro_batches`): with one, each
+  micro-batch runs at its own trimmed width (one compilation per width bucket) and gradients accumulate across
+  calls; without, the whole padded mini-batch runs in one call (`jit_*`, a scan over equal micro-batches).
+  """
 
   mesh: Any
+  prompt_len: int
   jit_logprobs: Callable[..., Any]  # the jitted functions themselves (e.g. for `.lower(...)`)
   jit_logprobs_entropy: Callable[..., Any]
   jit_update: Callable[..., Any]
+  jit_micro_logprobs: Callable[..., Any]
+  jit_micro_accumulate: Callable[..., Any]
+  jit_zeros_like_grads: Callable[..., Any]
+  jit_apply_gradients: Callable[..., Any]
+  place_rows: Callable[[Any], Any]  # [B, ...] host array -> device array laid out like batch rows
 
-  def _under_mesh(self, fn, *args):
+  def _under_mesh(self, fn, *args, **kwargs):
     if self.mesh is None:
-      return fn(*args)
+      return fn(*args, **kwargs)
     with jax.set_mesh(self.mesh):
-      return fn(*args)
+      return fn(*args, **kwargs)
 
-  def logprobs(self, params, input_ids, attention_mask):
-    """logp `[B, R]` of the response tokens."""
+  def _planned_logprobs(self, params, input_ids, attention_mask, plan, with_entropy):
+    zeros = np.zeros((attention_mask.shape[0], attention_mask.shape[1] - self.prompt_len), np.float32)
+    out = (self.place_rows(zeros), self.place_rows(zeros)) if with_entropy else self.place_rows(zeros)
+    for mb in plan:
+      out = self._under_mesh(self.jit_micro_logprobs, params, out, input_ids, attention_mask, mb.rows,
+                             prompt_width=mb.prompt_width, response_width=mb.response_width,
+                             with_entropy=with_entropy)
+    return out
+
+  def logprobs(self, params, input_ids, attention_mask, plan=None):
+    """logp `[B, R]` of the response tokens (0 past each micro-batch's trimmed width when planned)."""
+    if plan is not None:
+      return self._planned_logprobs(params, input_ids, attention_mask, plan, False)
     return self._under_mesh(self.jit_logprobs, params, input_ids, attention_mask)
 
-  def logprobs_entropy(self, params, input_ids, attention_mask):
+  def logprobs_entropy(self, params, input_ids, attention_mask, plan=None):
     """(logp, entropy), both `[B, R]`."""
+    if plan is not None:
+      return self._planned_logprobs(params, input_ids, attention_mask, plan, True)
     return self._under_mesh(self.jit_logprobs_entropy, params, input_ids, attention_mask)
 
-  def update(self, state, batch):
+  def update(self, state, batch, plan=None):
     """(state, metrics) after one optimizer update on `batch`; the state is donated."""
-    return self._under_mesh(self.jit_update, state, batch)
+    if plan is None:
+      return self._under_mesh(self.jit_update, state, batch)
+    num_tokens, num_seqs = algorithms.global_counts(batch.response_mask)
+    acc = self._under_mesh(self.jit_zeros_like_grads, state.params)
+    for mb in plan:
+      acc = self._under_mesh(self.jit_micro_accumulate, state.params, acc, batch, mb.rows, num_tokens, num_seqs,
+                             prompt_width=mb.prompt_width, response_width=mb.response_width)
+    return self._under_mesh(self.jit_apply_gradients, state, *acc)
 
 
 def build_step_functions(model_config: models.Qwen2Config, settings: LossSettings,
@@ -204,14 +291,32 @@ def build_step_functions(model_config: models.Qwen2Config, settings: LossSetting
   lp = lambda params, ids, mask: batched_logprobs(model_config, settings, params, ids, mask, with_entropy=False)
   lpe = lambda params, ids, mask: batched_logprobs(model_config, settings, params, ids, mask, with_entropy=True)
   upd = lambda state, batch: minibatch_update(model_config, settings, optimizer, state, batch)
+  micro_lp = functools.partial(micro_batch_logprobs, model_config, settings)
+  micro_acc = functools.partial(accumulate_micro_batch, model_config, settings)
+  zeros = lambda params: (jax.tree.map(jnp.zeros_like, params), _zero_aux())
+  apply = functools.partial(apply_gradients, optimizer)
+  widths = ("prompt_width", "response_width")
   if state_sharding is None:
-    return StepFunctions(mesh, jax.jit(lp), jax.jit(lpe), jax.jit(upd, donate_argnums=0))
+    return StepFunctions(
+        mesh, settings.prompt_len, jax.jit(lp), jax.jit(lpe), jax.jit(upd, donate_argnums=0),
+        jit_micro_logprobs=jax.jit(micro_lp, static_argnames=widths + ("with_entropy",), donate_argnums=1),
+        jit_micro_accumulate=jax.jit(micro_acc, static_argnames=widths, donate_argnums=1),
+        jit_zeros_like_grads=jax.jit(zeros), jit_apply_gradients=jax.jit(apply, donate_argnums=0),
+        place_rows=jnp.asarray)
   rows = batch_sharding.old_logp
+  grads = (state_sharding.params, None)
   return StepFunctions(
-      mesh,
+      mesh, settings.prompt_len,
       jax.jit(lp, in_shardings=(state_sharding.params, batch_sharding.input_ids, batch_sharding.attention_mask),
               out_shardings=rows),
       jax.jit(lpe, in_shardings=(state_sharding.params, batch_sharding.input_ids, batch_sharding.attention_mask),
               out_shardings=(rows, rows)),
       jax.jit(upd, in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, None),
-              donate_argnums=0))
+              donate_argnums=0),
+      # Micro-batch functions follow their (already placed) inputs; accumulators keep the parameter layout.
+      jit_micro_logprobs=jax.jit(micro_lp, static_argnames=widths + ("with_entropy",), donate_argnums=1),
+      jit_micro_accumulate=jax.jit(micro_acc, static_argnames=widths, out_shardings=grads, donate_argnums=1),
+      jit_zeros_like_grads=jax.jit(zeros, out_shardings=grads),
+      jit_apply_gradients=jax.jit(apply, in_shardings=(state_sharding,) + grads, out_shardings=(state_sharding, None),
+                                  donate_argnums=0),
+      place_rows=lambda x: jax.device_put(x, rows))
