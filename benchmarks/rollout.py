@@ -1,8 +1,10 @@
 """Rollout throughput: prorl_jax's sampler against transformers `generate` on the same weights, in one run.
 
 Prints one JSON object: tokens/s of each engine (greedy, fixed prompt and generation lengths, no EOS stops),
-the ratio, the decode FLOP/s as a fraction of this machine's matmul FLOP/s measured in the same run, peak memory,
-and (when a tunix venv is given) google-tunix's vanilla sampler on the same checkpoint.
+the ratio, the decode FLOP/s (the decode loop's FLOPs over its own time, from the sampler's phase timing) and the
+whole generate call's FLOP/s (prefill + decode FLOPs over its wall time), each as a fraction of this machine's
+matmul FLOP/s measured in the same run, peak memory, and (when a tunix venv is given) google-tunix's vanilla sampler
+on the same checkpoint.
 
   python -m benchmarks.rollout                       # the issue's setting: batch 32, prompt 64, 128 new tokens
   python -m benchmarks.rollout --hidden=256 --layers=4 --batch=8 --new_tokens=32   # quicker
@@ -47,6 +49,13 @@ def _decode_flops_per_token(cfg, context: float) -> float:
   return cfg.num_hidden_layers * (2 * per_layer + 2 * attn) + 2 * cfg.hidden_size * cfg.vocab_size
 
 
+def _prefill_flops(cfg, batch: int, prompt: int) -> float:
+  """Prefill of `batch` prompts of `prompt` tokens: layers for every token (causal attention over half the prompt
+  on average) and the LM head for the last token of each row."""
+  head = 2 * cfg.hidden_size * cfg.vocab_size
+  return batch * (prompt * (_decode_flops_per_token(cfg, prompt / 2) - head) + head)
+
+
 def bench_prorl_jax(ckpt, args):
   import jax
   import numpy as np
@@ -63,15 +72,18 @@ def bench_prorl_jax(ckpt, args):
   t = time.perf_counter()
   first = sampler.generate(params, prompts, **kw)
   compile_s = time.perf_counter() - t
-  times = []
+  times, phases = [], []
   for _ in range(args.repeats):
     t = time.perf_counter()
     out = sampler.generate(params, prompts, **kw)
     times.append(time.perf_counter() - t)
+    phases.append((out.stats["prefill_seconds"], out.stats["decode_seconds"], out.stats["decode_steps"]))
   assert (out.lengths == args.new_tokens).all()
   best = min(times)
+  prefill_s, decode_s, steps = min(phases, key=lambda p: p[1])
   return {"tokens_per_s": args.batch * args.new_tokens / best, "seconds": best, "first_call_s": compile_s,
-          "devices": len(devices), "tokens": out.tokens.tolist()}, config, first
+          "prefill_s": prefill_s, "decode_s": decode_s, "decode_ms_per_step": 1e3 * decode_s / max(steps - 1, 1),
+          "decode_steps": steps - 1, "devices": len(devices), "tokens": out.tokens.tolist()}, config, first
 
 
 def bench_transformers(ckpt, args):
@@ -110,10 +122,16 @@ def main():
   if "prorl_jax" in engines:
     ours, config, _ = bench_prorl_jax(ckpt, args)
     tokens["prorl_jax"] = ours.pop("tokens")
+    # Decode phase: the loop's steps (the first token comes from the prefill) over the loop's own time.
     avg_context = args.prompt + args.new_tokens / 2
-    flops = _decode_flops_per_token(config, avg_context) * ours["tokens_per_s"]
-    ours["decode_gflops"] = round(flops / 1e9, 1)
-    ours["fraction_of_matmul_flops"] = round(flops / (result["matmul_gflops"] * 1e9), 3)
+    decode_flops = _decode_flops_per_token(config, avg_context) * args.batch * ours["decode_steps"]
+    ours["decode_gflops"] = round(decode_flops / ours["decode_s"] / 1e9, 1)
+    ours["fraction_of_matmul_flops"] = round(decode_flops / ours["decode_s"] / (result["matmul_gflops"] * 1e9), 3)
+    # Whole generate call (prefill + decode + host work) against its wall time, for comparison.
+    total_flops = decode_flops + _prefill_flops(config, args.batch, args.prompt)
+    ours["generate_gflops"] = round(total_flops / ours["seconds"] / 1e9, 1)
+    ours["generate_fraction_of_matmul_flops"] = round(total_flops / ours["seconds"] / (result["matmul_gflops"] * 1e9),
+                                                      3)
     result["prorl_jax"] = ours
   if "transformers" in engines:
     theirs = bench_transformers(ckpt, args)
@@ -137,7 +155,7 @@ def main():
   result["peak_rss_mib"] = round(peak_rss_mib(), 1)
   for k in ("prorl_jax", "transformers"):
     if k in result:
-      for f in ("tokens_per_s", "seconds", "first_call_s"):
+      for f in ("tokens_per_s", "seconds", "first_call_s", "prefill_s", "decode_s", "decode_ms_per_step"):
         if f in result[k]:
           result[k][f] = round(result[k][f], 3)
   shutil.rmtree(ckpt, ignore_errors=True)  # the checkpoint is ~150 MB at the default size

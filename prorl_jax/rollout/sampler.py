@@ -273,6 +273,7 @@ class Sampler:
     elapsed = time.perf_counter() - start
     stats = {"chunks": len(outputs), "rows_per_chunk": prompts_per_chunk * num_samples, "decode_steps": steps,
              "generated_tokens": int(lengths[:total].sum()), "seconds": elapsed,
+             "prefill_seconds": sum(o[5][0] for o in outputs), "decode_seconds": sum(o[5][1] for o in outputs),
              "tokens_per_second": float(lengths[:total].sum() / max(elapsed, 1e-9))}
     return RolloutBatch(prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples),
                         tokens=tokens[:total], logprobs=logprobs[:total], lengths=lengths[:total],
@@ -298,20 +299,28 @@ class Sampler:
     row_ids = np.zeros(prompts_per_chunk * num_samples, np.uint32)
     row_ids[:len(chunk_rows)] = chunk_rows
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base_key, jnp.asarray(row_ids, jnp.uint32))
+    # Phase times: waiting for the prefill's (small) first-token array before decoding costs one host round trip.
+    start = time.perf_counter()
     if self.mesh is None:
       state = prefill_and_first_token(self.config, sampling, params, ids, lengths, live, keys, eos_ids=eos_ids,
                                       max_new_tokens=max_new_tokens, num_samples=num_samples,
                                       cache_len=prompt_len + max_new_tokens, pad_id=self.pad_id)
+      state.step.block_until_ready()
+      prefilled = time.perf_counter()
       state = decode_loop(self.config, sampling, params, state, eos_ids=eos_ids, pad_id=self.pad_id)
     else:
       prefill, decode = self._sharded_fns(params, sampling, eos_ids, max_new_tokens, num_samples, ids.shape)
       # The context mesh is what lets the model run the Pallas decode kernel per shard (models/layers.py).
       with jax.set_mesh(self.mesh):
-        state = decode(params, prefill(params, ids, lengths, live, keys))
+        state = prefill(params, ids, lengths, live, keys)
+        state.step.block_until_ready()
+        prefilled = time.perf_counter()
+        state = decode(params, state)
     step, tokens, logprobs, lengths_out, eos_hit = jax.device_get(
         (state.step, state.tokens, state.logprobs, state.num_generated, state.eos_hit))
     rows = n_live * num_samples
-    return step, tokens[:rows], logprobs[:rows], lengths_out[:rows], eos_hit[:rows]
+    times = (prefilled - start, time.perf_counter() - prefilled)
+    return step, tokens[:rows], logprobs[:rows], lengths_out[:rows], eos_hit[:rows], times
 
   # --- sharded execution ----------------------------------------------------------------------------------------
 
