@@ -29,6 +29,14 @@ def test_tokenizer_without_chat_template(tmp_path):
     Trainer(small_config(**{"model.path": str(model_dir)}), tmp_path / "w")
 
 
+def test_multi_process_run_is_refused_before_any_work(tmp_path, monkeypatch):
+  # Until rollouts gather across processes, several processes would train on inconsistent batches: fail clearly.
+  monkeypatch.setattr("jax.process_count", lambda: 2)
+  with pytest.raises(TrainingError, match="2 JAX processes.*single-process"):
+    Trainer(small_config(), tmp_path / "w")
+  assert not (tmp_path / "w").exists()
+
+
 def test_empty_dataset(tmp_path):
   (tmp_path / "empty.jsonl").write_text("")
   with pytest.raises(DataError, match="data.train"):

@@ -67,6 +67,16 @@ class Trainer:
                profile_steps: Sequence[int] = (), show_progress: bool = True):
     self.config = validate(config)
     c = self.config
+    if jax.process_count() > 1:
+      # Each process would sample, score and fill dynamic-sampling batches from its own prompt shard, then place
+      # host arrays under a global sharding: without gathering them first the processes would silently train on
+      # inconsistent batches. Refuse instead of producing a wrong run.
+      raise TrainingError(
+          f"this run has {jax.process_count()} JAX processes; the trainer's rollout and batch assembly are "
+          "single-process so far (the mesh, the train step, the data shards and Orbax checkpoints are multi-process "
+          "ready, prorl_jax.parallel.global_batch builds global batches). Run one process with all of this host's "
+          "devices (config.mesh), and unset the launcher variables (JAX_COORDINATOR_ADDRESS, SLURM_NTASKS > 1) or "
+          "config.distributed.initialize.")
     self.workdir = os.path.abspath(os.fspath(workdir))
     os.makedirs(self.workdir, exist_ok=True)
     self.profile_steps = tuple(profile_steps)
