@@ -29,12 +29,14 @@ def test_tokenizer_without_chat_template(tmp_path):
     Trainer(small_config(**{"model.path": str(model_dir)}), tmp_path / "w")
 
 
-def test_multi_process_run_is_refused_before_any_work(tmp_path, monkeypatch):
-  # Until rollouts gather across processes, several processes would train on inconsistent batches: fail clearly.
+@pytest.mark.parametrize("overrides,match", [
+    ({"batch.prompts": 3, "batch.mini_batch_prompts": 3}, "batch.prompts = 3 must be a multiple of the 2 processes"),
+    ({}, "each process must own its own rows")])
+def test_multi_process_requirements_are_named(tmp_path, monkeypatch, overrides, match):
+  # Seen from one of two processes: this test's single process holds every row, as tensor-only meshes would.
   monkeypatch.setattr("jax.process_count", lambda: 2)
-  with pytest.raises(TrainingError, match="2 JAX processes.*single-process"):
-    Trainer(small_config(), tmp_path / "w")
-  assert not (tmp_path / "w").exists()
+  with pytest.raises(TrainingError, match=match):
+    Trainer(small_config(**overrides), tmp_path / "w")
 
 
 def test_empty_dataset(tmp_path):

@@ -69,6 +69,8 @@ def maybe_initialize(config: Any) -> bool:
     return False
   kwargs = dict(coordinator_address=d.coordinator_address or None, num_processes=d.num_processes or None,
                 process_id=d.process_id if d.process_id >= 0 else None)
+  # CPU processes exchange collectives over gloo (the default CPU client has none); accelerators are unaffected.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   try:
     jax.distributed.initialize(**kwargs)
   except (RuntimeError, ValueError) as e:

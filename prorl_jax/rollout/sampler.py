@@ -182,7 +182,7 @@ def rows_per_chunk(config: models.Qwen2Config, *, prompt_len: int, max_new_token
 
 
 def _default_budget() -> int:
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]  # jax.devices()[0] belongs to process 0 in a multi-process run
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
   if stats and "bytes_limit" in stats:
     return int(0.4 * stats["bytes_limit"])
@@ -351,11 +351,15 @@ class Sampler:
                            keys=rows(b))
     statics = dict(eos_ids=eos_ids, max_new_tokens=max_new_tokens, num_samples=num_samples, cache_len=cache_len,
                    pad_id=self.pad_id, mesh=mesh)
-    prefill = jax.jit(
+    input_sh = (rows(num_prompts, prompt_len), rows(num_prompts), rows(num_prompts), rows(b))
+    jit_prefill = jax.jit(
         lambda p, ids, lengths, live, keys: _prefill_and_first_token(config, sampling, p, ids, lengths, live, keys,
                                                                      **statics),
-        in_shardings=(param_sh, rows(num_prompts, prompt_len), rows(num_prompts), rows(num_prompts), rows(b)),
-        out_shardings=state_sh)
+        in_shardings=(param_sh,) + input_sh, out_shardings=state_sh)
+
+    def prefill(p, *inputs):
+      # Placed explicitly: in a multi-process run jit refuses host arrays for sharded inputs.
+      return jit_prefill(p, *(jax.device_put(x, sh) for x, sh in zip(inputs, input_sh)))
     decode = jax.jit(lambda p, state: _decode_loop(config, sampling, p, state, eos_ids=eos_ids, pad_id=self.pad_id),
                      in_shardings=(param_sh, state_sh), out_shardings=state_sh, donate_argnums=1)
     self._sharded[key] = (prefill, decode)

@@ -25,7 +25,7 @@ from prorl_jax import algorithms, evaluation, models, parallel, rollout
 from prorl_jax.data import PipelineConfig, PromptPipeline, encode_prompt
 from prorl_jax.rewards import RewardManager
 from prorl_jax.data.specs import load_spec
-from prorl_jax.training import checkpointing, experience, metrics_log, mfu, micro_batches, report, update
+from prorl_jax.training import checkpointing, experience, metrics_log, mfu, micro_batches, multihost, report, update
 from prorl_jax.training.config import validate
 from prorl_jax.training.state import TrainState, create_train_state, make_optimizer
 
@@ -60,6 +60,30 @@ def _shaping(c) -> algorithms.LengthShapingConfig:
       stop_properly_coef=lp.stop_properly_coef if lp.stop_properly_coef >= 0 else None)
 
 
+def _check_multiprocess(c: ml_collections.ConfigDict, mesh: Any, processes: int) -> None:
+  """What a multi-process run needs: per-process prompt counts, and a mesh whose batch axes give every process its
+  own block of rows (each process contributes the rollouts of its own prompts)."""
+  for field, value in (("batch.prompts", c.batch.prompts), ("batch.gen_prompts", c.batch.gen_prompts)):
+    if value % processes:
+      raise TrainingError(f"config.{field} = {value} must be a multiple of the {processes} processes")
+  rows = c.batch.prompts * c.rollout.n
+  _, shards = parallel.data_shard(mesh, rows)
+  if shards != processes:
+    raise TrainingError(
+        f"the mesh {parallel.describe(mesh)} gives the {processes} processes {shards} distinct blocks of batch rows; "
+        "each process must own its own rows: put the processes along config.mesh.data or config.mesh.fsdp (e.g. "
+        f"data={processes}) rather than tensor")
+
+
+def _local_sampler_mesh(c: ml_collections.ConfigDict) -> Any:
+  """The sampler's mesh over this process's devices: rows over "data", heads over "tensor" where it fits."""
+  local = jax.local_devices()
+  if len(local) == 1:
+    return None
+  tensor = c.mesh.tensor if c.mesh.tensor > 0 and len(local) % c.mesh.tensor == 0 else 1
+  return parallel.make_mesh(dict(data=len(local) // tensor, fsdp=1, tensor=tensor), devices=local)
+
+
 class Trainer:
   """Builds everything a run needs from a validated config, restoring the latest checkpoint in `workdir`."""
 
@@ -67,16 +91,6 @@ class Trainer:
                profile_steps: Sequence[int] = (), show_progress: bool = True):
     self.config = validate(config)
     c = self.config
-    if jax.process_count() > 1:
-      # Each process would sample, score and fill dynamic-sampling batches from its own prompt shard, then place
-      # host arrays under a global sharding: without gathering them first the processes would silently train on
-      # inconsistent batches. Refuse instead of producing a wrong run.
-      raise TrainingError(
-          f"this run has {jax.process_count()} JAX processes; the trainer's rollout and batch assembly are "
-          "single-process so far (the mesh, the train step, the data shards and Orbax checkpoints are multi-process "
-          "ready, prorl_jax.parallel.global_batch builds global batches). Run one process with all of this host's "
-          "devices (config.mesh), and unset the launcher variables (JAX_COORDINATOR_ADDRESS, SLURM_NTASKS > 1) or "
-          "config.distributed.initialize.")
     self.workdir = os.path.abspath(os.fspath(workdir))
     os.makedirs(self.workdir, exist_ok=True)
     self.profile_steps = tuple(profile_steps)
@@ -84,6 +98,9 @@ class Trainer:
     devices = jax.devices()[:c.mesh.devices] if c.mesh.devices else None
     self.mesh = parallel.make_mesh(c.mesh, devices=devices)
     sharded = self.mesh.size > 1
+    self.processes, self.process_index = jax.process_count(), jax.process_index()
+    if self.processes > 1:
+      _check_multiprocess(c, self.mesh, self.processes)
     # Model and tokenizer.
     self.model_config, params = models.load_hf(
         c.model.path, dtype=jnp.dtype(c.model.param_dtype), revision=c.model.revision or None,
@@ -135,7 +152,7 @@ class Trainer:
                                                 batch_sharding=self.batch_sharding)
     self.reset_policy = _reset_policy(c)
     self.exp_settings = experience.ExperienceSettings(
-        n=c.rollout.n, prompts=c.batch.prompts, max_new_tokens=c.rollout.max_new_tokens,
+        n=c.rollout.n, prompts=c.batch.prompts // self.processes, max_new_tokens=c.rollout.max_new_tokens,
         prompt_len=c.data.max_prompt_length,
         sampling=rollout.SamplingParams(temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                         top_k=c.rollout.top_k),
@@ -143,8 +160,10 @@ class Trainer:
         ds_metric=c.dynamic_sampling.metric, max_gen_batches=c.dynamic_sampling.max_gen_batches,
         eos_token_ids=self.eos_ids, pad_id=self.pad_id)
     budget = int(c.rollout.memory_budget_gb * 1024**3) or None
+    # Several processes sample their own prompts on their own devices (from a local copy of the params).
+    sampler_mesh = _local_sampler_mesh(c) if self.processes > 1 else (self.mesh if sharded else None)
     self.sampler = rollout.Sampler(self.model_config, pad_id=self.pad_id, memory_budget_bytes=budget,
-                                   mesh=self.mesh if sharded else None)
+                                   mesh=sampler_mesh)
     domains = sorted({e.domain for e in self.train_examples + self.val_examples})
     self.rewards = RewardManager(c.rewards.num_workers or None, timeout_s=c.rewards.timeout_s,
                                  code_timeout_s=c.rewards.code_timeout_s, preload=domains)
@@ -159,25 +178,41 @@ class Trainer:
     latest = self.checkpointer.latest_step()
     if latest is not None:
       self._restore(latest)
-    self.metrics = metrics_log.MetricsWriter(self.workdir, resume_step=latest)
+    # Process 0 writes the run's files; other processes log their own view under process_<i>/.
+    self.metrics = metrics_log.MetricsWriter(self._own_dir(), resume_step=latest)
     self.peak_flops, peak_source = mfu.peak_flops(self.mesh.devices.flat[0], c.model.compute_dtype)
     estimate = parallel.estimate_run(c, self.model_config, self.mesh if sharded else None)
     estimate.update(mesh=parallel.describe(self.mesh), peak_flops_per_device=self.peak_flops,
                     peak_flops_source=peak_source)
-    with open(os.path.join(self.workdir, "memory_estimate.json"), "w") as f:
+    with open(os.path.join(self._own_dir(), "memory_estimate.json"), "w") as f:
       json.dump(estimate, f, indent=2, default=str)
     _log.info("mesh %s; estimated peak device memory %.2f GiB", estimate["mesh"], estimate["peak_gib"])
-    with open(os.path.join(self.workdir, "config.json"), "w") as f:
+    with open(os.path.join(self._own_dir(), "config.json"), "w") as f:
       f.write(c.to_json_best_effort(indent=2))
 
   # --- checkpoints -------------------------------------------------------------------------------------------
 
+  def _own_dir(self) -> str:
+    return self.workdir if self.process_index == 0 else os.path.join(self.workdir, f"process_{self.process_index}")
+
   def _host_state(self) -> dict[str, Any]:
-    return {"data": self.pipeline.get_state(), "tracker": self.tracker.to_dict(), "counters": dict(self.counters)}
+    host = {"tracker": self.tracker.to_dict(), "counters": dict(self.counters)}
+    if self.processes > 1:  # every process's own data position (Orbax writes the JSON from process 0)
+      return dict(host, data_by_process=multihost.gather_json(self.pipeline.get_state()))
+    return dict(host, data=self.pipeline.get_state())
 
   def _restore(self, step: int) -> None:
     self.state, host = self.checkpointer.restore(step, self.state)
-    self.pipeline.set_state(host["data"])
+    if "data_by_process" in host:
+      states = host["data_by_process"]
+      if len(states) != self.processes:
+        raise TrainingError(f"the checkpoint of step {step} holds data positions of {len(states)} processes; "
+                            f"resume it with {len(states)} processes (this run has {self.processes})")
+      self.pipeline.set_state(states[self.process_index])
+    elif self.processes > 1:
+      raise TrainingError(f"the checkpoint of step {step} is from a single-process run; resume it with one process")
+    else:
+      self.pipeline.set_state(host["data"])
     self.tracker = algorithms.ResetTrackerState.from_dict(host["tracker"])
     self.counters.update(host["counters"])
     self.start_step = step
@@ -192,10 +227,12 @@ class Trainer:
   # --- phases --------------------------------------------------------------------------------------------------
 
   def _generate(self, step: int):
-    params = self.state.params
+    params = multihost.local_replica(self.state.params, self.mesh)
     if self.config.model.rollout_param_dtype:
       params = jax.tree.map(lambda x: x.astype(self.config.model.rollout_param_dtype), params)
     key = jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step)
+    if self.processes > 1:  # different prompts, different streams
+      key = jax.random.fold_in(key, self.process_index)
 
     def generate(batch, index):
       return self.sampler.generate(params, list(batch.prompt_ids), max_new_tokens=self.config.rollout.max_new_tokens,
@@ -208,6 +245,23 @@ class Trainer:
     if self.batch_sharding is None:
       return jnp.asarray(x)
     return jax.device_put(x, getattr(self.batch_sharding, name))
+
+  def _device_batch(self, exp: experience.Experience) -> tuple[dict[str, jax.Array], dict[str, np.ndarray]]:
+    """(device arrays of the training batch, host copies of its masks over all rows).
+
+    With several processes each contributes its own rows (group ids offset to stay unique) to global arrays, and the
+    masks are gathered so every process plans the same micro-batches.
+    """
+    a = exp.arrays
+    local = {k: a[k] for k in ("input_ids", "attention_mask", "response_mask", "rewards")}
+    if self.processes == 1:
+      dev = {k: self._place(v, k) if k != "rewards" else jnp.asarray(v) for k, v in local.items()}
+      dev["group_ids"] = jnp.asarray(exp.group_ids)
+      return dev, {"attention_mask": a["attention_mask"], "response_mask": a["response_mask"]}
+    local["group_ids"] = exp.group_ids + self.process_index * self.exp_settings.prompts
+    dev = parallel.global_batch(local, self.mesh)
+    return dev, {k: multihost.global_numpy(dev[k]) for k in ("attention_mask", "response_mask", "rewards",
+                                                             "group_ids")}
 
   def _plan(self, attention_mask, response_mask, micro_rows: int):
     """Length-bucketed micro-batches of these rows, or None (one padded call) when bucketing is off."""
@@ -229,36 +283,48 @@ class Trainer:
     c = self.config
     t0 = time.perf_counter()
     with jax.profiler.TraceAnnotation("rollout_and_reward"):
+      failure = exp = None
       try:
         exp = experience.collect(step=step, next_prompts=lambda: next(self.pipeline),
                                  generate=self._generate(step), score=self._score, decode=self._decode,
                                  settings=self.exp_settings)
       except algorithms.DynamicSamplingError as e:
+        failure = e
+      if self.processes > 1:  # one process failing stops all of them together (the save below is collective)
+        reasons = [r for r in multihost.gather_json(str(failure or "")) if r]
+        if reasons and failure is None:
+          failure = algorithms.DynamicSamplingError("; ".join(reasons))
+      if failure is not None:
         if self.checkpointer.latest_step() != step - 1:
           self._save(step - 1, None)
         self.checkpointer.wait()
-        raise TrainingError(f"step {step}: {e} (state saved at step {step - 1}; rerun to resume)") from e
-    metrics = dict(exp.metrics)
-    arrays = exp.arrays
-    ids, mask = self._place(arrays["input_ids"], "input_ids"), self._place(arrays["attention_mask"], "attention_mask")
+        raise TrainingError(f"step {step}: {failure} (state saved at step {step - 1}; rerun to resume)") from failure
+    metrics = multihost.reduce_metrics(dict(exp.metrics))
+    dev, host = self._device_batch(exp)
+    ids, mask = dev["input_ids"], dev["attention_mask"]
     t1 = time.perf_counter()
     with jax.profiler.TraceAnnotation("logprob"):
-      plan = self._plan(arrays["attention_mask"], arrays["response_mask"],
+      plan = self._plan(host["attention_mask"], host["response_mask"],
                         c.batch.logprob_micro_batch_size or c.batch.micro_batch_size)
       if plan is not None:
         metrics["batch/padding_frac"], metrics["batch/padding_frac_bucketed"] = micro_batches.padded_fraction(
-            plan, arrays["attention_mask"])
+            plan, host["attention_mask"])
       old_logp, entropy = self.step_fns.logprobs_entropy(self.state.params, ids, mask, plan)
       ref_logp = self.step_fns.logprobs(self.state.ref_params, ids, mask, plan)
-      response_mask = self._place(arrays["response_mask"], "response_mask")
+      response_mask = dev["response_mask"]
       kl = algorithms.kl_penalty(old_logp, ref_logp, c.algorithm.kl_estimator,
                                  input_clamp=c.algorithm.kl_input_clamp or None,
                                  output_clamp=c.algorithm.kl_output_clamp or None)
       metrics["kl"] = float(algorithms.masked_mean(kl, response_mask))
       metrics["entropy"] = float(algorithms.masked_mean(entropy, response_mask))
-      advantages = algorithms.compute_advantages(
-          c.algorithm.advantage, jnp.asarray(arrays["rewards"]), jnp.asarray(exp.group_ids), response_mask,
-          unbiased=c.algorithm.unbiased_whitening)
+      if self.processes == 1:
+        advantages = algorithms.compute_advantages(
+            c.algorithm.advantage, dev["rewards"], dev["group_ids"], response_mask,
+            unbiased=c.algorithm.unbiased_whitening)
+      else:  # groups are resolved on the host: compute on every process's full copy, then lay out by rows
+        advantages = multihost.to_global(np.asarray(algorithms.compute_advantages(
+            c.algorithm.advantage, host["rewards"], host["group_ids"], host["response_mask"],
+            unbiased=c.algorithm.unbiased_whitening)), self.batch_sharding.advantages)
     t2 = time.perf_counter()
     batch = update.TrainBatch(input_ids=ids, attention_mask=mask, response_mask=response_mask,
                               advantages=advantages, old_logp=old_logp, ref_logp=ref_logp)
@@ -271,12 +337,14 @@ class Trainer:
           mb = jax.tree.map(lambda x: x[rows], batch)
           if self.batch_sharding is not None:
             mb = jax.device_put(mb, self.batch_sharding)
-          plan = self._plan(arrays["attention_mask"][rows], arrays["response_mask"][rows],
-                            c.batch.micro_batch_size)
+          plan = self._plan(host["attention_mask"][rows], host["response_mask"][rows], c.batch.micro_batch_size)
           self.state, m = self.step_fns.update(self.state, mb, plan)
           updates.append(m)
       updates = jax.device_get(updates)
-    self.state = self.state.replace(step=jnp.int32(step))
+    step_array = jnp.int32(step)
+    if self.state_sharding is not None:
+      step_array = multihost.place(step_array, self.state_sharding.step)
+    self.state = self.state.replace(step=step_array)
     t3 = time.perf_counter()
     skipped = int(sum(int(m["nonfinite"]) for m in updates))
     self.counters["nonfinite_skips"] += skipped
@@ -292,10 +360,12 @@ class Trainer:
         c.length_penalty.cosine_offset)) if c.length_penalty.cosine_enable else 0.0
     metrics["lr"] = float(c.optimizer.lr)
     metrics.update({"time/logprob_s": t2 - t1, "time/update_s": t3 - t2, "time/step_s": t3 - t0})
-    train_tokens = float(np.sum(arrays["attention_mask"]))
+    train_tokens = float(np.sum(host["attention_mask"]))
+    metrics["batch/rows"] = int(host["attention_mask"].shape[0])  # every process's rows in a multi-process run
+    metrics["batch/tokens"] = train_tokens
     metrics["throughput/update_tokens_per_s"] = train_tokens * c.batch.ppo_epochs / max(t3 - t2, 1e-9)
     # MFU of the update phase (old/ref log-probs, forward + backward, AdamW) over the padded sequences.
-    sequences_per_s = arrays["input_ids"].shape[0] * c.batch.ppo_epochs / max(t3 - t1, 1e-9)
+    sequences_per_s = host["attention_mask"].shape[0] * c.batch.ppo_epochs / max(t3 - t1, 1e-9)
     metrics["throughput/update_mfu"] = mfu.mfu(sequences_per_s, self.model_config, c.data.max_prompt_length,
                                                c.rollout.max_new_tokens, self.peak_flops, self.mesh.size)
     return metrics
@@ -308,7 +378,8 @@ class Trainer:
     start = time.perf_counter()
     with jax.profiler.TraceAnnotation("evaluation"):
       results = evaluation.evaluate_problems(
-          sampler=self.sampler, params=self.state.params, prompt_ids=self.val_prompt_ids, problems=problems,
+          sampler=self.sampler, params=multihost.local_replica(self.state.params, self.mesh),
+          prompt_ids=self.val_prompt_ids, problems=problems,
           score_batch=lambda d, t, g: self.rewards.score_batch(d, t, g).scores, decode=self._decode,
           eos_token_ids=self.eos_ids, settings=evaluation.eval_settings(self.config))
     out = {"time/eval_s": time.perf_counter() - start}
@@ -316,7 +387,7 @@ class Trainer:
       prefix = "eval/" if name == "all" else f"eval/{name}/"
       out.update({prefix + k: v for k, v in s.items()
                   if k.startswith(("pass@", "solved@")) or k in ("mean_length", "truncated_frac")})
-    return out
+    return multihost.from_first_process(out)  # every process evaluates all problems; decide on one's numbers
 
   def _maybe_reset(self, step: int, metrics: dict[str, float]) -> None:
     reset, reasons, self.tracker = algorithms.reset_decision(
@@ -333,7 +404,7 @@ class Trainer:
                                             reset_optimizer=self.reset_policy.reset_optimizer,
                                             ref_dtype=_dtype(self.config.model.ref_param_dtype))
     if self.state_sharding is not None:
-      self.state = jax.device_put(self.state, self.state_sharding)
+      self.state = multihost.place(self.state, self.state_sharding)
     self.counters["ref_resets"] += 1
     metrics["ref_reset/reasons"] = ",".join(reasons)
     _log.info("step %d: reference reset (%s)%s", step, ", ".join(reasons),
@@ -370,6 +441,12 @@ class Trainer:
     return self.finish()
 
   def finish(self) -> list[dict[str, Any]]:
+    if self.processes > 1:
+      params = multihost.local_replica(self.state.params, self.mesh)  # collective: every process takes part
+      if self.process_index != 0:
+        return metrics_log.read_metrics(self._own_dir())
+    else:
+      params = self.state.params
     rows = metrics_log.read_metrics(self.workdir)
     png = report.plot_training_curves(rows, os.path.join(self.workdir, "training_curves.png"),
                                       title=f"prorl_jax: {os.path.basename(self.workdir)}")
@@ -377,7 +454,7 @@ class Trainer:
     with open(os.path.join(self.workdir, "summary.txt"), "w") as f:
       f.write(text + "\n")
     if self.config.checkpoint.export_hf:
-      models.save_hf(self.model_config, jax.device_get(self.state.params), os.path.join(self.workdir, "final_hf"),
+      models.save_hf(self.model_config, jax.device_get(params), os.path.join(self.workdir, "final_hf"),
                      tokenizer=self.tokenizer)
     print(f"\n{text}\ncurves: {png}\nmetrics: {self.metrics.path}", file=sys.stderr)
     return rows
