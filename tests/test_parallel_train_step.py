@@ -2,25 +2,15 @@
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from prorl_jax import models, parallel
 from prorl_jax.training import state as state_lib
 from prorl_jax.training import update
+from training_helpers import small_model_config, small_optimizer
 
 PROMPT, RESPONSE, ROWS = 8, 8, 16
-
-
-def _model_config():
-  return models.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2)
-
-
-def _optimizer():
-  return state_lib.make_optimizer(ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=0, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, grad_clip=1.0)))
 
 
 def _batch(config, params, logprobs_fn):
@@ -44,12 +34,12 @@ def _batch(config, params, logprobs_fn):
 
 @pytest.fixture(scope="module")
 def setup():
-  config = _model_config()
+  config = small_model_config()
   # Host copies: the update donates its state, and device_put onto the array's own device would alias it.
   params = jax.device_get(models.init_params(config, jax.random.key(0)))
   settings = update.LossSettings(prompt_len=PROMPT, kl_coef=0.1, kl_estimator="k2", chunk_size=5,
                                  micro_batch_size=8)
-  optimizer = _optimizer()
+  optimizer = small_optimizer()
   fns = update.build_step_functions(config, settings, optimizer)
   batch = _batch(config, params, fns.logprobs)
   one = jax.devices()[0]

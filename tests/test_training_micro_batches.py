@@ -4,13 +4,13 @@ equal the padded ones (one device and an 8-device mesh)."""
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from prorl_jax import models, parallel
 from prorl_jax.training import micro_batches, update
 from prorl_jax.training import state as state_lib
+from training_helpers import small_model_config, small_optimizer
 
 PROMPT, RESPONSE, ROWS = 20, 48, 16
 
@@ -78,16 +78,6 @@ def test_plan_rejects_bad_shapes():
     micro_batches.plan_micro_batches(mask, resp_mask, PROMPT - 1, 4, per_octave=4)
 
 
-def _model_config():
-  return models.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                            num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2)
-
-
-def _optimizer():
-  return state_lib.make_optimizer(ml_collections.ConfigDict(dict(
-      lr=1e-3, warmup_steps=0, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, grad_clip=1.0)))
-
-
 def _batch(config, params, fns):
   rng = np.random.RandomState(1)
   prompt_lens, resp_lens = _lengths(rng)
@@ -116,9 +106,9 @@ def _padded_update(config, params, settings, optimizer, batch):
 
 @pytest.fixture(scope="module")
 def model():
-  config = _model_config()
+  config = small_model_config()
   params = jax.device_get(models.init_params(config, jax.random.key(0)))
-  optimizer = _optimizer()
+  optimizer = small_optimizer()
   batch = _batch(config, params, update.build_step_functions(config, _settings(), optimizer))
   return config, params, optimizer, batch
 

@@ -11,6 +11,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMING_PREFIXES = ("time/", "throughput/")
 
 
+def small_model_config():
+  """A 2-layer Qwen2 with GQA (4 query / 2 kv heads), for train-step tests."""
+  from prorl_jax import models
+  return models.Qwen2Config(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2)
+
+
+def small_optimizer():
+  """AdamW (lr 1e-3, weight decay 0.01) with global-norm clipping at 1.0, no warm-up."""
+  import ml_collections
+  from prorl_jax.training import state as state_lib
+  return state_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      lr=1e-3, warmup_steps=0, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, grad_clip=1.0)))
+
+
 def tiny_config():
   spec = importlib.util.spec_from_file_location("tiny_config", REPO / "experiments" / "configs" / "tiny.py")
   module = importlib.util.module_from_spec(spec)

@@ -240,3 +240,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0 < config.eval.top_p <= 1 or not 0 < config.rollout.top_p <= 1:
     _fail("eval.top_p/rollout.top_p", "must be in (0, 1]")
   return config
+
+
+def reset_policy(c) -> algorithms.ResetPolicy:
+  """`config.reference_reset` as the algorithm core's ResetPolicy."""
+  r = c.reference_reset
+  return algorithms.ResetPolicy(every_k_steps=r.every_k_steps or None, patience=r.patience or None,
+                                min_delta=r.min_delta, kl_threshold=r.kl_threshold or None,
+                                min_steps_between_resets=r.min_steps_between_resets,
+                                reset_optimizer=r.reset_optimizer)
+
+
+def length_shaping(c) -> algorithms.LengthShapingConfig:
+  """`config.length_penalty` (with the rollout length) as the algorithm core's LengthShapingConfig."""
+  lp, r = c.length_penalty, c.rollout
+  return algorithms.LengthShapingConfig(
+      cosine_max_len=r.max_new_tokens if lp.cosine_enable else 0, cosine_eta_min=lp.cosine_eta_min,
+      cosine_eta_max=lp.cosine_eta_max, cosine_coef=lp.cosine_coef,
+      cosine_correctness_aware=lp.cosine_correctness_aware, cosine_on_steps=lp.cosine_on_steps,
+      cosine_off_steps=lp.cosine_off_steps, cosine_offset=lp.cosine_offset,
+      overlong_max_len=r.max_new_tokens if lp.overlong_buffer_len else 0,
+      overlong_buffer_len=lp.overlong_buffer_len, overlong_penalty_factor=lp.overlong_penalty_factor,
+      stop_properly_coef=lp.stop_properly_coef if lp.stop_properly_coef >= 0 else None)

@@ -17,6 +17,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from prorl_jax import parallel
+from prorl_jax.training.errors import TrainingError
+
 # Metrics reduced by sum or max over processes; every other metric is averaged.
 _SUMMED = ("rollout/generated_tokens", "dynamic_sampling/gen_batches", "reward/timeout", "reward/error",
            "throughput/tokens_per_s")
@@ -25,6 +28,31 @@ _MAXED = ("response_length/max",)
 
 def is_multiprocess() -> bool:
   return jax.process_count() > 1
+
+
+def check_run(c: Any, mesh: Mesh) -> None:
+  """What a multi-process run needs: per-process prompt counts, and a mesh whose batch axes give every process its
+  own block of rows (each process contributes the rollouts of its own prompts)."""
+  processes = jax.process_count()
+  for field, value in (("batch.prompts", c.batch.prompts), ("batch.gen_prompts", c.batch.gen_prompts)):
+    if value % processes:
+      raise TrainingError(f"config.{field} = {value} must be a multiple of the {processes} processes")
+  rows = c.batch.prompts * c.rollout.n
+  _, shards = parallel.data_shard(mesh, rows)
+  if shards != processes:
+    raise TrainingError(
+        f"the mesh {parallel.describe(mesh)} gives the {processes} processes {shards} distinct blocks of batch rows; "
+        "each process must own its own rows: put the processes along config.mesh.data or config.mesh.fsdp (e.g. "
+        f"data={processes}) rather than tensor")
+
+
+def local_sampler_mesh(c: Any) -> Mesh | None:
+  """The sampler's mesh over this process's devices: rows over "data", heads over "tensor" where it fits."""
+  local = jax.local_devices()
+  if len(local) == 1:
+    return None
+  tensor = c.mesh.tensor if c.mesh.tensor > 0 and len(local) % c.mesh.tensor == 0 else 1
+  return parallel.make_mesh(dict(data=len(local) // tensor, fsdp=1, tensor=tensor), devices=local)
 
 
 def local_replica(tree: Any, mesh: Mesh) -> Any:

@@ -26,62 +26,17 @@ from prorl_jax.data import PipelineConfig, PromptPipeline, encode_prompt
 from prorl_jax.rewards import RewardManager
 from prorl_jax.data.specs import load_spec
 from prorl_jax.training import checkpointing, experience, metrics_log, mfu, micro_batches, multihost, report, update
+from prorl_jax.training import config as config_lib
 from prorl_jax.training.config import validate
-from prorl_jax.training.state import TrainState, create_train_state, make_optimizer
+from prorl_jax.training.errors import TrainingError
+from prorl_jax.training.progress import Progress
+from prorl_jax.training.state import create_train_state, make_optimizer
 
 _log = logging.getLogger("prorl_jax.trainer")
 
 
-class TrainingError(RuntimeError):
-  """A run that cannot continue; the message says why and what to change."""
-
-
 def _dtype(name: str):
   return jnp.dtype(name) if name else None
-
-
-def _reset_policy(c) -> algorithms.ResetPolicy:
-  r = c.reference_reset
-  return algorithms.ResetPolicy(every_k_steps=r.every_k_steps or None, patience=r.patience or None,
-                                min_delta=r.min_delta, kl_threshold=r.kl_threshold or None,
-                                min_steps_between_resets=r.min_steps_between_resets,
-                                reset_optimizer=r.reset_optimizer)
-
-
-def _shaping(c) -> algorithms.LengthShapingConfig:
-  lp, r = c.length_penalty, c.rollout
-  return algorithms.LengthShapingConfig(
-      cosine_max_len=r.max_new_tokens if lp.cosine_enable else 0, cosine_eta_min=lp.cosine_eta_min,
-      cosine_eta_max=lp.cosine_eta_max, cosine_coef=lp.cosine_coef,
-      cosine_correctness_aware=lp.cosine_correctness_aware, cosine_on_steps=lp.cosine_on_steps,
-      cosine_off_steps=lp.cosine_off_steps, cosine_offset=lp.cosine_offset,
-      overlong_max_len=r.max_new_tokens if lp.overlong_buffer_len else 0,
-      overlong_buffer_len=lp.overlong_buffer_len, overlong_penalty_factor=lp.overlong_penalty_factor,
-      stop_properly_coef=lp.stop_properly_coef if lp.stop_properly_coef >= 0 else None)
-
-
-def _check_multiprocess(c: ml_collections.ConfigDict, mesh: Any, processes: int) -> None:
-  """What a multi-process run needs: per-process prompt counts, and a mesh whose batch axes give every process its
-  own block of rows (each process contributes the rollouts of its own prompts)."""
-  for field, value in (("batch.prompts", c.batch.prompts), ("batch.gen_prompts", c.batch.gen_prompts)):
-    if value % processes:
-      raise TrainingError(f"config.{field} = {value} must be a multiple of the {processes} processes")
-  rows = c.batch.prompts * c.rollout.n
-  _, shards = parallel.data_shard(mesh, rows)
-  if shards != processes:
-    raise TrainingError(
-        f"the mesh {parallel.describe(mesh)} gives the {processes} processes {shards} distinct blocks of batch rows; "
-        "each process must own its own rows: put the processes along config.mesh.data or config.mesh.fsdp (e.g. "
-        f"data={processes}) rather than tensor")
-
-
-def _local_sampler_mesh(c: ml_collections.ConfigDict) -> Any:
-  """The sampler's mesh over this process's devices: rows over "data", heads over "tensor" where it fits."""
-  local = jax.local_devices()
-  if len(local) == 1:
-    return None
-  tensor = c.mesh.tensor if c.mesh.tensor > 0 and len(local) % c.mesh.tensor == 0 else 1
-  return parallel.make_mesh(dict(data=len(local) // tensor, fsdp=1, tensor=tensor), devices=local)
 
 
 class Trainer:
@@ -100,7 +55,7 @@ class Trainer:
     sharded = self.mesh.size > 1
     self.processes, self.process_index = jax.process_count(), jax.process_index()
     if self.processes > 1:
-      _check_multiprocess(c, self.mesh, self.processes)
+      multihost.check_run(c, self.mesh)
     # Model and tokenizer.
     self.model_config, params = models.load_hf(
         c.model.path, dtype=jnp.dtype(c.model.param_dtype), revision=c.model.revision or None,
@@ -150,18 +105,18 @@ class Trainer:
                                                 mesh=self.mesh if sharded else None,
                                                 state_sharding=self.state_sharding,
                                                 batch_sharding=self.batch_sharding)
-    self.reset_policy = _reset_policy(c)
+    self.reset_policy = config_lib.reset_policy(c)
     self.exp_settings = experience.ExperienceSettings(
         n=c.rollout.n, prompts=c.batch.prompts // self.processes, max_new_tokens=c.rollout.max_new_tokens,
         prompt_len=c.data.max_prompt_length,
         sampling=rollout.SamplingParams(temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                         top_k=c.rollout.top_k),
-        shaping=_shaping(c), dynamic_sampling=c.dynamic_sampling.enable, ds_rule=c.dynamic_sampling.rule,
+        shaping=config_lib.length_shaping(c), dynamic_sampling=c.dynamic_sampling.enable, ds_rule=c.dynamic_sampling.rule,
         ds_metric=c.dynamic_sampling.metric, max_gen_batches=c.dynamic_sampling.max_gen_batches,
         eos_token_ids=self.eos_ids, pad_id=self.pad_id)
     budget = int(c.rollout.memory_budget_gb * 1024**3) or None
     # Several processes sample their own prompts on their own devices (from a local copy of the params).
-    sampler_mesh = _local_sampler_mesh(c) if self.processes > 1 else (self.mesh if sharded else None)
+    sampler_mesh = multihost.local_sampler_mesh(c) if self.processes > 1 else (self.mesh if sharded else None)
     self.sampler = rollout.Sampler(self.model_config, pad_id=self.pad_id, memory_budget_bytes=budget,
                                    mesh=sampler_mesh)
     domains = sorted({e.domain for e in self.train_examples + self.val_examples})
@@ -415,7 +370,7 @@ class Trainer:
   def run(self) -> list[dict[str, Any]]:
     """Trains to `total_steps`; returns all metrics rows of the run (including earlier, resumed parts)."""
     c = self.config
-    progress = _progress(self.start_step, c.total_steps, self.show_progress)
+    progress = Progress(self.start_step, c.total_steps, self.show_progress)
     try:
       if self.start_step == 0:
         metrics = self.evaluate() if c.eval.at_start else {}
@@ -477,31 +432,6 @@ class Trainer:
       if self.profile_steps and step == self.profile_steps[-1]:
         jax.block_until_ready(self.state.params)
         jax.profiler.stop_trace()
-
-
-class _progress:
-  """A tqdm bar whose postfix is the live metrics line (plain log lines when not on a terminal)."""
-
-  def __init__(self, start: int, total: int, enabled: bool):
-    self.total, self.bar = total, None
-    self.enabled = enabled
-    if enabled and sys.stderr.isatty():
-      import tqdm
-      self.bar = tqdm.tqdm(total=total, initial=start, dynamic_ncols=True, desc="prorl_jax")
-
-  def update(self, step: int, metrics: dict[str, Any]) -> None:
-    if not self.enabled:
-      return
-    line = metrics_log.live_line(step, self.total, metrics)
-    if self.bar is not None:
-      self.bar.set_postfix_str(line.split(" ", 2)[-1], refresh=False)
-      self.bar.update(step - self.bar.n)
-    else:
-      print(line, file=sys.stderr, flush=True)
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, **kwargs: Any) -> list[dict[str, Any]]:
