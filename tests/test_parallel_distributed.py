@@ -13,7 +13,9 @@ import pytest
 
 from prorl_jax import parallel
 from prorl_jax.models.config import ConfigError
+from prorl_jax.training import Trainer
 from prorl_jax.training import config as config_lib
+from training_helpers import small_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _LAUNCH_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS",
@@ -121,16 +123,19 @@ def test_two_processes_share_one_mesh(tmp_path):
     assert out["shape"] == [8, 3] and out["total"] == want
 
 
+# The run of the two-process tests: tiny.py shrunk to seconds per step, mesh data=2 x fsdp=2 over 2 processes.
+_RUN = {"eval_every": 2, "checkpoint_every": 1, "data.train": "embedded:tiny?size=300",
+        "data.validation": "embedded:tiny?size=12", "rollout.n": 4, "batch.prompts": 4, "batch.gen_prompts": 8,
+        "batch.mini_batch_prompts": 2, "eval.num_samples": 2, "eval.batch_prompts": 12}
+
+
 def _launch_training(workdir, steps: int, port: int) -> list[subprocess.CompletedProcess]:
   """The README's training command as two processes of one run (2 CPU devices each, mesh data=2 x fsdp=2)."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_COORDINATOR_ADDRESS=f"localhost:{port}")
   flags = [f"--workdir={workdir}", "--config=experiments/configs/tiny.py", f"--config.total_steps={steps}",
-           "--config.eval_every=2", "--config.checkpoint_every=1", "--config.data.train=embedded:tiny?size=300",
-           "--config.data.validation=embedded:tiny?size=12", "--config.rollout.n=4", "--config.batch.prompts=4",
-           "--config.batch.gen_prompts=8", "--config.batch.mini_batch_prompts=2", "--config.eval.num_samples=2",
-           "--config.eval.batch_prompts=12", "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=1",
-           "--config.distributed.num_processes=2"]
+           *(f"--config.{k}={v}" for k, v in _RUN.items()), "--config.mesh.data=2", "--config.mesh.fsdp=2",
+           "--config.mesh.tensor=1", "--config.distributed.num_processes=2"]
   procs = [subprocess.Popen([sys.executable, "-m", "experiments.prorlv2", *flags,
                              f"--config.distributed.process_id={i}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True) for i in range(2)]
@@ -161,6 +166,15 @@ def test_two_process_training_run(tmp_path):
   for r in rows[1:]:
     assert r["batch/rows"] == 16 and np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"])
   assert "eval/pass@1" in rows[2] and rows[2]["kl"] > 0
+  # Validation is split over the processes (every other problem) and gathered: the step-0 numbers equal one
+  # process evaluating every problem with the same initial params.
+  trainer = Trainer(small_config(**_RUN, **{"mesh.devices": 1}), tmp_path / "reference", show_progress=False)
+  try:
+    want = trainer.evaluate()
+  finally:
+    trainer.close()
+  for key in ("eval/pass@1", "eval/pass@2", "eval/mean_length"):
+    assert rows[0][key] == pytest.approx(want[key], abs=1e-9), key
   # Process 1 logged the same (reduced) metrics under its own directory; process 0 wrote the run's files.
   other = _rows(tmp_path / "run" / "process_1" / "metrics.jsonl")
   assert [r.get("loss") for r in other] == [r.get("loss") for r in rows]

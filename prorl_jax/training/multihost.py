@@ -98,15 +98,14 @@ def place(tree: Any, shardings: Any) -> Any:
 
 def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:
   """`metrics` of this process's rollouts reduced over processes (mean; sums for counts, max for maxima and
-  times). A key some process lacks (e.g. a domain it drew no prompt of) is averaged over those that have it."""
+  times). A key some process lacks (e.g. a domain it drew no prompt of) is averaged over those that have it.
+  Values travel as JSON: exact float64 (arrays would be cast to float32 without jax_enable_x64)."""
   if not is_multiprocess():
     return metrics
-  keys = sorted(set().union(*gather_json(sorted(k for k, v in metrics.items() if _is_number(v)))))
-  values = np.array([float(metrics.get(k, np.nan)) for k in keys], np.float64)
-  every = np.asarray(multihost_utils.process_allgather(values)).reshape(-1, len(keys))  # [processes, keys]
+  every = gather_json({k: float(v) for k, v in metrics.items() if _is_number(v)})
   out = dict(metrics)
-  for i, k in enumerate(keys):
-    column = every[:, i]
+  for k in sorted(set().union(*every)):
+    column = np.array([m.get(k, np.nan) for m in every], np.float64)
     if k in _SUMMED:
       out[k] = float(np.nansum(column))
     elif k in _MAXED or k.startswith("time/"):
@@ -121,14 +120,11 @@ def _is_number(v: Any) -> bool:
 
 
 def from_first_process(metrics: dict[str, float]) -> dict[str, float]:
-  """Process 0's values of `metrics` (same keys on every process), so that decisions taken on them (reference
-  resets, best checkpoints) are identical everywhere."""
+  """Process 0's `metrics`, so that decisions taken on them (reference resets, best checkpoints) are identical
+  everywhere."""
   if not is_multiprocess():
     return metrics
-  keys = sorted(metrics)
-  values = np.array([float(metrics[k]) for k in keys], np.float64)
-  values = np.asarray(multihost_utils.broadcast_one_to_all(values))
-  return dict(zip(keys, (float(v) for v in values)))
+  return gather_json(metrics)[0]
 
 
 def gather_json(obj: Any) -> list[Any]:
@@ -136,7 +132,7 @@ def gather_json(obj: Any) -> list[Any]:
   if not is_multiprocess():
     return [obj]
   data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
-  lengths = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int64))).reshape(-1)
+  lengths = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int32))).reshape(-1)
   padded = np.zeros(int(lengths.max()), np.uint8)
   padded[:len(data)] = data
   every = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)

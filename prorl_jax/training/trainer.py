@@ -336,13 +336,19 @@ class Trainer:
           sampler=self.sampler, params=multihost.local_replica(self.state.params, self.mesh),
           prompt_ids=self.val_prompt_ids, problems=problems,
           score_batch=lambda d, t, g: self.rewards.score_batch(d, t, g).scores, decode=self._decode,
-          eos_token_ids=self.eos_ids, settings=evaluation.eval_settings(self.config))
+          eos_token_ids=self.eos_ids, settings=evaluation.eval_settings(self.config),
+          # Each process samples every P-th problem; samples follow problem indices, so the split changes nothing.
+          skip=[i for i in range(len(problems)) if i % self.processes != self.process_index])
+      if self.processes > 1:
+        gathered = multihost.gather_json([r.to_json() for r in results])
+        results = sorted((evaluation.ProblemResult.from_json(r) for part in gathered for r in part),
+                         key=lambda r: r.index)
     out = {"time/eval_s": time.perf_counter() - start}
     for name, s in evaluation.summarize(results, by="domain").items():
       prefix = "eval/" if name == "all" else f"eval/{name}/"
       out.update({prefix + k: v for k, v in s.items()
                   if k.startswith(("pass@", "solved@")) or k in ("mean_length", "truncated_frac")})
-    return multihost.from_first_process(out)  # every process evaluates all problems; decide on one's numbers
+    return multihost.from_first_process(out)  # same results everywhere; only the eval time differs
 
   def _maybe_reset(self, step: int, metrics: dict[str, float]) -> None:
     reset, reasons, self.tracker = algorithms.reset_decision(
