@@ -194,7 +194,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "batch.gen_prompts", "batch.mini_batch_prompts", "batch.ppo_epochs", "data.max_prompt_length",
             "eval.num_samples", "eval.batch_prompts")
   for field in ("eval_every", "checkpoint_every", "batch.micro_batch_size", "batch.logprob_micro_batch_size",
-                "batch.length_buckets_per_octave", "reference_reset.every_k_steps", "reference_reset.patience", "optimizer.warmup_steps"):
+                "batch.length_buckets_per_octave", "reference_reset.every_k_steps", "reference_reset.patience",
+                "optimizer.warmup_steps"):
     if _get(config, field) < 0:
       _fail(field, f"must be >= 0, got {_get(config, field)}")
   if not config.model.path:

@@ -111,9 +111,9 @@ class Trainer:
         prompt_len=c.data.max_prompt_length,
         sampling=rollout.SamplingParams(temperature=c.rollout.temperature, top_p=c.rollout.top_p,
                                         top_k=c.rollout.top_k),
-        shaping=config_lib.length_shaping(c), dynamic_sampling=c.dynamic_sampling.enable, ds_rule=c.dynamic_sampling.rule,
-        ds_metric=c.dynamic_sampling.metric, max_gen_batches=c.dynamic_sampling.max_gen_batches,
-        eos_token_ids=self.eos_ids, pad_id=self.pad_id)
+        shaping=config_lib.length_shaping(c), dynamic_sampling=c.dynamic_sampling.enable,
+        ds_rule=c.dynamic_sampling.rule, ds_metric=c.dynamic_sampling.metric,
+        max_gen_batches=c.dynamic_sampling.max_gen_batches, eos_token_ids=self.eos_ids, pad_id=self.pad_id)
     budget = int(c.rollout.memory_budget_gb * 1024**3) or None
     # Several processes sample their own prompts on their own devices (from a local copy of the params).
     sampler_mesh = multihost.local_sampler_mesh(c) if self.processes > 1 else (self.mesh if sharded else None)
@@ -208,11 +208,11 @@ class Trainer:
     masks are gathered so every process plans the same micro-batches.
     """
     a = exp.arrays
-    local = {k: a[k] for k in ("input_ids", "attention_mask", "response_mask", "rewards")}
     if self.processes == 1:
-      dev = {k: self._place(v, k) if k != "rewards" else jnp.asarray(v) for k, v in local.items()}
-      dev["group_ids"] = jnp.asarray(exp.group_ids)
+      dev = {k: self._place(a[k], k) for k in ("input_ids", "attention_mask", "response_mask")}
+      dev.update(rewards=jnp.asarray(a["rewards"]), group_ids=jnp.asarray(exp.group_ids))
       return dev, {"attention_mask": a["attention_mask"], "response_mask": a["response_mask"]}
+    local = {k: a[k] for k in ("input_ids", "attention_mask", "response_mask", "rewards")}
     local["group_ids"] = exp.group_ids + self.process_index * self.exp_settings.prompts
     dev = parallel.global_batch(local, self.mesh)
     return dev, {k: multihost.global_numpy(dev[k]) for k in ("attention_mask", "response_mask", "rewards",

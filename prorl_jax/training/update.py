@@ -191,10 +191,13 @@ def take_micro_batch(batch: TrainBatch, rows: jax.Array, prompt_len: int, prompt
   """Rows `rows` `[m]` of `batch`, keeping the last `prompt_width` prompt columns and the first `response_width`
   response columns (`prorl_jax.training.micro_batches`)."""
   seq = slice(prompt_len - prompt_width, prompt_len + response_width)
-  take = lambda x: jnp.take(x, rows, axis=0)
-  return TrainBatch(input_ids=take(batch.input_ids)[:, seq], attention_mask=take(batch.attention_mask)[:, seq],
-                    **{k: take(getattr(batch, k))[:, :response_width]
+  return TrainBatch(input_ids=_take(batch.input_ids, rows, seq), attention_mask=_take(batch.attention_mask, rows, seq),
+                    **{k: _take(getattr(batch, k), rows, slice(response_width))
                        for k in ("response_mask", "advantages", "old_logp", "ref_logp")})
+
+
+def _take(x: jax.Array, rows: jax.Array, columns: slice) -> jax.Array:
+  return jnp.take(x, rows, axis=0)[:, columns]
 
 
 def accumulate_micro_batch(model_config: models.Qwen2Config, settings: LossSettings, params: Any, acc: Any,
@@ -216,10 +219,8 @@ def micro_batch_logprobs(model_config: models.Qwen2Config, settings: LossSetting
   """`out` (`[B, R]` log-probs, or (log-probs, entropy)) with rows `rows` filled from one trimmed micro-batch;
   columns past `response_width` are left as they were."""
   seq = slice(settings.prompt_len - prompt_width, settings.prompt_len + response_width)
-  ids = jnp.take(input_ids, rows, axis=0)[:, seq]
-  mask = jnp.take(attention_mask, rows, axis=0)[:, seq]
-  got = response_logprobs(model_config, params, ids, mask, dataclasses.replace(settings, prompt_len=prompt_width),
-                          with_entropy=with_entropy)
+  got = response_logprobs(model_config, params, _take(input_ids, rows, seq), _take(attention_mask, rows, seq),
+                          dataclasses.replace(settings, prompt_len=prompt_width), with_entropy=with_entropy)
   return jax.tree.map(lambda o, g: o.at[rows, :response_width].set(g), out, got)
 
 
