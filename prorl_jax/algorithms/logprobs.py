@@ -45,7 +45,13 @@ def _chunk_stats(z: jax.Array, tok: jax.Array, temperature, return_entropy: bool
 
 
 def _map_token_chunks(fn: Callable[[jax.Array | int, int], tuple], n: int, chunk: int) -> tuple:
-  """Runs fn(start, size) over [0, n) in chunks; each call rematerialised in the backward pass."""
+  """Runs fn(start, size) over [0, n) in chunks; each call rematerialised in the backward pass.
+
+  When all `n` tokens fit in one chunk there is nothing to bound: the backward pass keeps that chunk's residuals
+  (no larger than the block it would recompute) instead of running the LM-head matmul a second time.
+  """
+  if n <= chunk:
+    return fn(0, n)
   n_full, rem = divmod(n, chunk)
   parts = []
   if n_full:

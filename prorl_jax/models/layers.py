@@ -22,6 +22,15 @@ def _init(config: Qwen2Config):
   return nn.initializers.normal(stddev=config.initializer_range)
 
 
+def _rows(x: jax.Array) -> jax.Array:
+  """`[..., features]` -> `[tokens, features]` for a projection.
+
+  XLA:CPU differentiates a `[B, T, H] x [H, N]` dot through transposing copies of the two-axis contraction (the
+  weight gradient); on `[B*T, H]` it is one plain matmul: the MLP's forward+backward runs ~1.35x faster.
+  """
+  return x.reshape(-1, x.shape[-1])
+
+
 class RMSNorm(nn.Module):
   """y = w * x / sqrt(mean(x^2) + eps), normalised in float32 as Hugging Face's Qwen2RMSNorm."""
 
@@ -97,6 +106,7 @@ class Attention(nn.Module):
     c = self.config
     b, t, _ = x.shape
     d = c.dims_per_head
+    x = _rows(x)
     q = self.q_proj(x).reshape(b, t, c.num_attention_heads, d)
     k = self.k_proj(x).reshape(b, t, c.num_key_value_heads, d)
     v = self.v_proj(x).reshape(b, t, c.num_key_value_heads, d)
@@ -106,7 +116,7 @@ class Attention(nn.Module):
     """Full (training / prefill) attention: x `[B, T, H]`, mask `[B, T, T]` -> (out `[B, T, H]`, (k, v))."""
     q, k, v = self._qkv(x, cos, sin)
     out = masked_attention(q, k, v, mask)
-    return self.o_proj(out.reshape(*x.shape[:2], -1)), (k, v)
+    return self.o_proj(_rows(out.reshape(*x.shape[:2], -1))).reshape(x.shape), (k, v)
 
   def decode(self, x: jax.Array, cos: jax.Array, sin: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
              write_index: jax.Array, attend_lengths: jax.Array):
@@ -117,7 +127,7 @@ class Attention(nn.Module):
     k_cache = k_cache.at[rows, write_index].set(k[:, 0].astype(k_cache.dtype), mode="drop")
     v_cache = v_cache.at[rows, write_index].set(v[:, 0].astype(v_cache.dtype), mode="drop")
     out = _decode_attention(self.config, q[:, 0], k_cache, v_cache, attend_lengths)
-    return self.o_proj(out.reshape(x.shape[0], 1, -1)), k_cache, v_cache
+    return self.o_proj(out.reshape(x.shape[0], -1)).reshape(x.shape), k_cache, v_cache
 
 
 def _decode_attention(config: Qwen2Config, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
@@ -156,9 +166,10 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     c = self.config
     dense = lambda n, name: nn.Dense(n, use_bias=False, dtype=c.compute_dtype, kernel_init=_init(c), name=name)
-    gate = dense(c.intermediate_size, "gate_proj")(x)
-    up = dense(c.intermediate_size, "up_proj")(x)
-    return dense(c.hidden_size, "down_proj")(jax.nn.silu(gate) * up)
+    rows = _rows(x)
+    gate = dense(c.intermediate_size, "gate_proj")(rows)
+    up = dense(c.intermediate_size, "up_proj")(rows)
+    return dense(c.hidden_size, "down_proj")(jax.nn.silu(gate) * up).reshape(x.shape)
 
 
 class DecoderLayer(nn.Module):
