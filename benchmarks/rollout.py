@@ -8,6 +8,7 @@ on the same checkpoint.
 
   python -m benchmarks.rollout                       # the issue's setting: batch 32, prompt 64, 128 new tokens
   python -m benchmarks.rollout --hidden=256 --layers=4 --batch=8 --new_tokens=32   # quicker
+  python -m benchmarks.rollout --decode_layout=rows  # the accelerator-style decode step, on CPU
   python -m benchmarks.rollout --tunix_python=/path/to/tunixvenv/bin/python
 """
 
@@ -35,6 +36,8 @@ def _parse():
   p.add_argument("--devices", type=int, default=0,
                  help="CPU devices to spread the batch over (0: all local devices the run was started with)")
   p.add_argument("--engines", default="prorl_jax,transformers")
+  p.add_argument("--decode_layout", default="auto", choices=("auto", "rows", "columns"),
+                 help="the sampler's decode layout (auto: columns on one CPU device)")
   p.add_argument("--tunix_python", default="", help="python of a venv with google-tunix installed")
   p.add_argument("--threads", type=int, default=os.cpu_count())
   return p.parse_args()
@@ -67,7 +70,7 @@ def bench_prorl_jax(ckpt, args):
   mesh = None
   if len(devices) > 1:
     mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-  sampler = rollout.Sampler(config, mesh=mesh) if mesh is not None else rollout.Sampler(config)
+  sampler = rollout.Sampler(config, mesh=mesh, decode_layout=args.decode_layout)
   kw = dict(max_new_tokens=args.new_tokens, sampling=rollout.SamplingParams(temperature=0.0), eos_token_ids=[])
   t = time.perf_counter()
   first = sampler.generate(params, prompts, **kw)
@@ -83,7 +86,8 @@ def bench_prorl_jax(ckpt, args):
   prefill_s, decode_s, steps = min(phases, key=lambda p: p[1])
   return {"tokens_per_s": args.batch * args.new_tokens / best, "seconds": best, "first_call_s": compile_s,
           "prefill_s": prefill_s, "decode_s": decode_s, "decode_ms_per_step": 1e3 * decode_s / max(steps - 1, 1),
-          "decode_steps": steps - 1, "devices": len(devices), "tokens": out.tokens.tolist()}, config, first
+          "decode_steps": steps - 1, "devices": len(devices), "decode_layout": out.stats["decode_layout"],
+          "tokens": out.tokens.tolist()}, config, first
 
 
 def bench_transformers(ckpt, args):

@@ -49,6 +49,30 @@ def test_greedy_equals_transformers_with_eos_stops(tiny):
       assert got[-1] in eos and not set(got[:-1]) & set(eos)
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_both_decode_layouts_equal_transformers_with_eos_stops(tiny, layout):
+  torch_model, config, params = tiny
+  sampler = rollout.Sampler(config, decode_layout=layout)
+  free = sampler.generate(params, PROMPTS, max_new_tokens=16, sampling=rollout.SamplingParams(temperature=0.0),
+                          eos_token_ids=[])
+  eos = sorted({free.response(0)[4], free.response(2)[9]})
+  out = sampler.generate(params, PROMPTS, max_new_tokens=16, sampling=rollout.SamplingParams(temperature=0.0),
+                         eos_token_ids=eos)
+  assert len(set(out.lengths.tolist())) > 1
+  for i, prompt in enumerate(PROMPTS):
+    assert free.response(i) == _hf_greedy(torch_model, prompt, 16, None)
+    assert out.response(i) == _hf_greedy(torch_model, prompt, 16, eos)
+
+
+def test_decode_layout_is_checked(tiny):
+  _, config, _ = tiny
+  with pytest.raises(ValueError, match="decode_layout"):
+    rollout.Sampler(config, decode_layout="cols")
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("data",))
+  with pytest.raises(ValueError, match="one device"):
+    rollout.Sampler(config, decode_layout="columns", mesh=mesh)
+
+
 def test_rollout_batch_fields_and_early_exit(tiny):
   _, config, params = tiny
   free = rollout.generate_tokens(config, params, PROMPTS, max_new_tokens=8, temperature=0, eos_token_id=[])

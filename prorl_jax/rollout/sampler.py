@@ -128,11 +128,37 @@ def _decode_head(config: models.Qwen2Config, params: models.Params) -> jax.Array
   return head
 
 
+DECODE_LAYOUTS = ("auto", "rows", "columns")
+
+
+def resolve_decode_layout(config: models.Qwen2Config, decode_layout: str, num_devices: int) -> str:
+  """"rows" or "columns" for `Sampler`'s `decode_layout` on `num_devices` devices (columns: one CPU device with the
+  reference decode attention)."""
+  if decode_layout not in DECODE_LAYOUTS:
+    raise ValueError(f"decode_layout must be one of {DECODE_LAYOUTS}, got {decode_layout!r}")
+  if decode_layout != "auto":
+    return decode_layout
+  cpu_reference = jax.default_backend() == "cpu" and config.attention_impl in ("auto", "reference")
+  return "columns" if cpu_reference and num_devices == 1 else "rows"
+
+
+def _decodes_in_columns(config: models.Qwen2Config, decode_layout: str) -> bool:
+  mesh = jax.sharding.get_abstract_mesh()  # the sharded sampler traces under its mesh
+  return resolve_decode_layout(config, decode_layout, 1 if mesh.empty else mesh.size) == "columns"
+
+
 def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params, state: DecodeState, *,
-                 eos_ids: tuple[int, ...], pad_id: int) -> DecodeState:
+                 eos_ids: tuple[int, ...], pad_id: int, decode_layout: str = "auto") -> DecodeState:
   """Decodes until every row is done or the token buffer is full; the state (and its KV cache) is donated."""
   max_new_tokens = state.tokens.shape[1]
-  head = _decode_head(config, params)
+  columns = _decodes_in_columns(config, decode_layout)
+  if columns:
+    # Laid out once, before the loop; the barrier keeps XLA from folding the transposes back into each step's dots.
+    weights = jax.lax.optimization_barrier(models.column_weights(config, params))
+    state = state.replace(cache=models.to_column_cache(state.cache))
+    step_fn = functools.partial(models.decode_step_columns, config, weights)
+  else:
+    step_fn = functools.partial(models.decode_step, config, params, head=_decode_head(config, params))
 
   def cond(s: DecodeState):
     return (s.step < max_new_tokens) & ~jnp.all(s.done)
@@ -140,7 +166,7 @@ def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: m
   def body(s: DecodeState):
     active = ~s.done
     last = jax.lax.dynamic_index_in_dim(s.tokens, s.step - 1, axis=1, keepdims=False)
-    logits, cache = models.decode_step(config, params, last, s.positions, s.cache, active=active, head=head)
+    logits, cache = step_fn(last, s.positions, s.cache, active=active)
     tok, lp = select_tokens(logits, _step_keys(s.keys, s.step), sampling)
     tok = jnp.where(active, tok, pad_id)
     lp = jnp.where(active, lp, 0.0)
@@ -156,10 +182,11 @@ def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: m
         cache=cache,
         keys=s.keys)
 
-  return jax.lax.while_loop(cond, body, state)
+  state = jax.lax.while_loop(cond, body, state)
+  return state.replace(cache=models.from_column_cache(state.cache)) if columns else state
 
 
-decode_loop = functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "pad_id"),
+decode_loop = functools.partial(jax.jit, static_argnames=("config", "sampling", "eos_ids", "pad_id", "decode_layout"),
                                 donate_argnames="state")(_decode_loop)
 
 
@@ -202,10 +229,21 @@ class Sampler:
     mesh: optional device mesh (e.g. `prorl_jax.parallel.make_mesh(config.mesh)`, or any mesh with some of the axes
       "data", "fsdp", "tensor"): rows are split over its batch axes, params and KV heads over "tensor". The memory
       budget is then per device, so a chunk holds budget rows times the number of row shards.
+    decode_layout: "rows" decodes with `models.decode_step` (`[batch, features]` activations, `[B, S, Hkv, D]`
+      caches, the decode-attention kernel), "columns" with `models.decode_step_columns` (feature-major activations,
+      `[out, in]` weights, transposed caches: ~20% faster decode steps on CPU, for a copy of the layer weights
+      during the loop), "auto" picks columns on a single CPU device with the reference attention, rows elsewhere.
+      Both give the same tokens up to float summation order.
   """
 
   def __init__(self, config: models.Qwen2Config, *, pad_id: int = 0, memory_budget_bytes: int | None = None,
-               max_rows_per_chunk: int | None = None, prompt_bucket: int = 32, mesh: Mesh | None = None):
+               max_rows_per_chunk: int | None = None, prompt_bucket: int = 32, mesh: Mesh | None = None,
+               decode_layout: str = "auto"):
+    if decode_layout not in DECODE_LAYOUTS:
+      raise ValueError(f"decode_layout must be one of {DECODE_LAYOUTS}, got {decode_layout!r}")
+    if decode_layout == "columns" and mesh is not None and mesh.size > 1:
+      raise ValueError("decode_layout='columns' runs on one device; with a multi-device mesh use 'rows' or 'auto'")
+    self.decode_layout = decode_layout
     self.config = config
     self.pad_id = int(pad_id)
     self.memory_budget_bytes = memory_budget_bytes or _default_budget()
@@ -274,6 +312,8 @@ class Sampler:
     stats = {"chunks": len(outputs), "rows_per_chunk": prompts_per_chunk * num_samples, "decode_steps": steps,
              "generated_tokens": int(lengths[:total].sum()), "seconds": elapsed,
              "prefill_seconds": sum(o[5][0] for o in outputs), "decode_seconds": sum(o[5][1] for o in outputs),
+             "decode_layout": resolve_decode_layout(self.config, self.decode_layout,
+                                                    1 if self.mesh is None else self.mesh.size),
              "tokens_per_second": float(lengths[:total].sum() / max(elapsed, 1e-9))}
     return RolloutBatch(prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples),
                         tokens=tokens[:total], logprobs=logprobs[:total], lengths=lengths[:total],
@@ -307,7 +347,8 @@ class Sampler:
                                       cache_len=prompt_len + max_new_tokens, pad_id=self.pad_id)
       state.step.block_until_ready()
       prefilled = time.perf_counter()
-      state = decode_loop(self.config, sampling, params, state, eos_ids=eos_ids, pad_id=self.pad_id)
+      state = decode_loop(self.config, sampling, params, state, eos_ids=eos_ids, pad_id=self.pad_id,
+                          decode_layout=self.decode_layout)
     else:
       prefill, decode = self._sharded_fns(params, sampling, eos_ids, max_new_tokens, num_samples, ids.shape)
       # The context mesh is what lets the model run the Pallas decode kernel per shard (models/layers.py).
@@ -360,7 +401,8 @@ class Sampler:
     def prefill(p, *inputs):
       # Placed explicitly: in a multi-process run jit refuses host arrays for sharded inputs.
       return jit_prefill(p, *(jax.device_put(x, sh) for x, sh in zip(inputs, input_sh)))
-    decode = jax.jit(lambda p, state: _decode_loop(config, sampling, p, state, eos_ids=eos_ids, pad_id=self.pad_id),
+    decode = jax.jit(lambda p, state: _decode_loop(config, sampling, p, state, eos_ids=eos_ids, pad_id=self.pad_id,
+                                                   decode_layout=self.decode_layout),
                      in_shardings=(param_sh, state_sh), out_shardings=state_sh, donate_argnums=1)
     self._sharded[key] = (prefill, decode)
     return prefill, decode

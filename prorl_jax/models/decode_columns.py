@@ -1,0 +1,168 @@
+"""A decode step for CPUs: activations feature-major (`[features, batch]`), weights `[out, in]`, keys `[.., D, S]`.
+
+A decode step multiplies a few rows (the batch) by every weight matrix and attends over a small cache per row.
+On XLA:CPU both run far below the machine's matmul rate in the usual layouts, for two reasons this module removes:
+
+* Skinny matmuls run better as `W[out, in] @ x[in, batch]` than as `x[batch, in] @ W[in, out]` (the weight is
+  streamed in its stored order, only the small activation block is repacked). The q/k/v and gate/up projections
+  are concatenated (one matmul each), and the tied LM head reads the embedding `[vocab, hidden]` as it is.
+* `[B, S, Hkv, D]` caches make XLA transpose the whole cache on every step for the attention dots (its batched dot
+  wants the batch axes `B, Hkv` outermost), which costs more than the attention. Here keys are stored `[B, Hkv, D,
+  S]` and values `[B, Hkv, S, D]`, the layouts of plain `[G, D] x [D, S]` and `[G, S] x [S, D]` products, and
+  each step writes one column / row in place.
+
+Figures (2-core development machine, 39M-param Qwen2 fp32, batch 32, 64 + 128 tokens) are in the closing notes and
+`benchmarks/rollout.py`. The step computes the logits of `qwen2.decode_step` (the same products, summed in another
+order; the tests hold them to 1e-5). `ColumnWeights` is a transposed copy of the layer matrices and `ColumnCache` a
+transposed copy of a prefilled `KVCache`, both made once per decode loop, outside it.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from prorl_jax.models.config import Qwen2Config
+from prorl_jax.models.layers import apply_rotary, rotary_cos_sin
+
+
+@flax.struct.dataclass
+class ColumnWeights:
+  """Per-layer weights `[out, in]` for `decode_step_columns`; vectors (biases, norm weights) are `[n, 1]` columns.
+
+  `head` is the LM head `[vocab, hidden]`: the embedding itself when tied.
+  """
+
+  qkv: tuple[jax.Array, ...]  # [(Hq + 2 Hkv) D, H]: q_proj | k_proj | v_proj
+  qkv_bias: tuple[jax.Array, ...]  # [(Hq + 2 Hkv) D, 1]
+  o: tuple[jax.Array, ...]  # [H, Hq D]
+  gate_up: tuple[jax.Array, ...]  # [2 I, H]: gate_proj | up_proj
+  down: tuple[jax.Array, ...]  # [H, I]
+  input_norm: tuple[jax.Array, ...]  # [H, 1]
+  post_norm: tuple[jax.Array, ...]  # [H, 1]
+  final_norm: jax.Array  # [H, 1]
+  embedding: jax.Array  # [V, H]
+  head: jax.Array  # [V, H]
+
+
+@flax.struct.dataclass
+class ColumnCache:
+  """Per-layer caches: keys `[B, Hkv, D, S]`, values `[B, Hkv, S, D]` (position p of row b at index p)."""
+
+  keys: tuple[jax.Array, ...]
+  values: tuple[jax.Array, ...]
+
+
+def column_weights(config: Qwen2Config, params: dict) -> ColumnWeights:
+  """The transposed (and q/k/v, gate/up concatenated) copy of `params` that `decode_step_columns` reads."""
+  cols = {k: [] for k in ("qkv", "qkv_bias", "o", "gate_up", "down", "input_norm", "post_norm")}
+  for i in range(config.num_hidden_layers):
+    layer = params[f"layers_{i}"]
+    attn, mlp = layer["self_attn"], layer["mlp"]
+    names = ("q_proj", "k_proj", "v_proj")
+    cols["qkv"].append(jnp.concatenate([attn[n]["kernel"] for n in names], axis=1).T)
+    cols["qkv_bias"].append(jnp.concatenate([attn[n]["bias"] for n in names])[:, None])
+    cols["o"].append(attn["o_proj"]["kernel"].T)
+    cols["gate_up"].append(jnp.concatenate([mlp["gate_proj"]["kernel"], mlp["up_proj"]["kernel"]], axis=1).T)
+    cols["down"].append(mlp["down_proj"]["kernel"].T)
+    cols["input_norm"].append(layer["input_layernorm"]["weight"][:, None])
+    cols["post_norm"].append(layer["post_attention_layernorm"]["weight"][:, None])
+  embedding = params["embed_tokens"]["embedding"]
+  head = embedding if config.tie_word_embeddings else params["lm_head"]["kernel"].T
+  return ColumnWeights(**{k: tuple(v) for k, v in cols.items()}, final_norm=params["norm"]["weight"][:, None],
+                       embedding=embedding, head=head)
+
+
+def to_column_cache(cache) -> ColumnCache:
+  """A `qwen2.KVCache` (`[B, S, Hkv, D]` per layer) in the column layout."""
+  return ColumnCache(tuple(jnp.transpose(k, (0, 2, 3, 1)) for k in cache.keys),
+                     tuple(jnp.transpose(v, (0, 2, 1, 3)) for v in cache.values))
+
+
+def from_column_cache(cache: ColumnCache):
+  """The inverse of `to_column_cache`."""
+  from prorl_jax.models.qwen2 import KVCache  # qwen2 imports nothing from here; keep the module graph one-way.
+
+  return KVCache(tuple(jnp.transpose(k, (0, 3, 1, 2)) for k in cache.keys),
+                 tuple(jnp.transpose(v, (0, 2, 1, 3)) for v in cache.values))
+
+
+def attention_columns(q: jax.Array, keys: jax.Array, values: jax.Array, lengths: jax.Array) -> jax.Array:
+  """`kernels.decode_attention_reference` on the column layout: q `[B, Hq, D]`, keys `[B, Hkv, D, S]`, values
+  `[B, Hkv, S, D]`, lengths `[B]` -> `[B, Hq, D]` in q's dtype (fp32 logits and softmax; a length-0 row gives 0)."""
+  batch, num_q_heads, head_dim = q.shape
+  _, num_kv_heads, _, max_len = keys.shape
+  dtype = keys.dtype
+  # XLA:CPU computes fp32 dots in full precision either way, and its HIGHEST path is ~25% slower on these tiny
+  # batched products; elsewhere (a forced columns layout on an accelerator) fp32 must not drop to TF32 / bf16.
+  exact = dtype == jnp.float32 and jax.default_backend() != "cpu"
+  precision = jax.lax.Precision.HIGHEST if exact else None
+  qg = q.astype(dtype).reshape(batch, num_kv_heads, num_q_heads // num_kv_heads, head_dim)
+  logits = jnp.einsum("bkgd,bkds->bkgs", qg, keys, precision=precision,
+                      preferred_element_type=jnp.float32) * head_dim ** -0.5
+  valid = jnp.arange(max_len, dtype=jnp.int32)[None, :] < jnp.clip(lengths, 0, max_len)[:, None]
+  logits = jnp.where(valid[:, None, None, :], logits, -jnp.inf)
+  m = jnp.max(logits, axis=-1, keepdims=True)
+  p = jnp.exp(logits - jnp.where(jnp.isfinite(m), m, 0.0))
+  denom = jnp.sum(p, axis=-1, keepdims=True)
+  out = jnp.einsum("bkgs,bksd->bkgd", p.astype(dtype), values, precision=precision,
+                   preferred_element_type=jnp.float32)
+  out = out / jnp.where(denom == 0.0, 1.0, denom)
+  return out.reshape(batch, num_q_heads, head_dim).astype(q.dtype)
+
+
+def _rms_norm(x: jax.Array, weight: jax.Array, config: Qwen2Config) -> jax.Array:
+  """`layers.RMSNorm` over the feature axis 0 of `x` `[H, B]`."""
+  x32 = x.astype(jnp.float32)
+  normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=0, keepdims=True) + config.rms_norm_eps)
+  return weight.astype(config.compute_dtype) * normed.astype(config.compute_dtype)
+
+
+def _matmul(w: jax.Array, x: jax.Array, config: Qwen2Config) -> jax.Array:
+  dtype = config.compute_dtype
+  return jnp.dot(w.astype(dtype), x.astype(dtype))
+
+
+def decode_step_columns(config: Qwen2Config, weights: ColumnWeights, tokens: jax.Array, positions: jax.Array,
+                        cache: ColumnCache, active: jax.Array | None = None) -> tuple[jax.Array, ColumnCache]:
+  """`qwen2.decode_step` in the column layouts.
+
+  Args:
+    weights: `column_weights(config, params)`.
+    tokens: int `[B]`, the token at `positions[b]` of row b; its key/value is written at cache index `positions[b]`
+      and the row attends to `[0, positions[b]]`.
+    cache: the column cache holding every earlier position of each row.
+    active: optional bool `[B]`; inactive rows attend to nothing and get meaningless logits.
+
+  Returns:
+    (float32 logits `[B, V]`, updated cache).
+  """
+  c = config
+  b = tokens.shape[0]
+  d, hq, hkv = c.dims_per_head, c.num_attention_heads, c.num_key_value_heads
+  attend = positions + 1 if active is None else jnp.where(active, positions + 1, 0)
+  cos, sin = rotary_cos_sin(positions[:, None], d, c.rope_theta)
+  x = weights.embedding[tokens].astype(c.compute_dtype).T  # [H, B]
+  rows = jnp.arange(b)
+  keys, values = [], []
+  for i, (k_cache, v_cache) in enumerate(zip(cache.keys, cache.values)):
+    h = _rms_norm(x, weights.input_norm[i], c)
+    qkv = (_matmul(weights.qkv[i], h, c) + weights.qkv_bias[i].astype(c.compute_dtype)).T  # [B, (Hq + 2 Hkv) D]
+    q = apply_rotary(qkv[:, :hq * d].reshape(b, 1, hq, d), cos, sin)[:, 0]
+    k = apply_rotary(qkv[:, hq * d:(hq + hkv) * d].reshape(b, 1, hkv, d), cos, sin)[:, 0]
+    v = qkv[:, (hq + hkv) * d:].reshape(b, hkv, d)
+    # Advanced indices around a slice put the row axis first: both updates are [B, Hkv, D].
+    k_cache = k_cache.at[rows, :, :, positions].set(k.astype(k_cache.dtype), mode="drop")
+    v_cache = v_cache.at[rows, :, positions].set(v.astype(v_cache.dtype), mode="drop")
+    out = attention_columns(q, k_cache, v_cache, attend)
+    x = x + _matmul(weights.o[i], out.reshape(b, hq * d).T, c)
+    h = _rms_norm(x, weights.post_norm[i], c)
+    gate_up = _matmul(weights.gate_up[i], h, c)
+    x = x + _matmul(weights.down[i], jax.nn.silu(gate_up[:c.intermediate_size]) * gate_up[c.intermediate_size:], c)
+    keys.append(k_cache)
+    values.append(v_cache)
+  h = _rms_norm(x, weights.final_norm, c)
+  logits = jnp.dot(weights.head.astype(c.compute_dtype), h, preferred_element_type=jnp.float32)  # [V, B]
+  # The barrier keeps XLA from folding the transpose into the dot as a `[B, H] x [V, H]^T` product (3x slower).
+  return jax.lax.optimization_barrier(logits).T, ColumnCache(tuple(keys), tuple(values))
