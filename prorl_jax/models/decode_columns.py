@@ -27,6 +27,34 @@ from prorl_jax.models.config import Qwen2Config
 from prorl_jax.models.layers import apply_rotary, rotary_cos_sin
 
 
+DECODE_LAYOUTS = ("auto", "rows", "columns")
+
+
+def resolve_decode_layout(config: Qwen2Config, decode_layout: str, num_devices: int) -> str:
+  """"rows" (`qwen2.decode_step`) or "columns" (`decode_step_columns`) for a decode loop over `num_devices` devices.
+
+  "auto" is columns on one CPU device when the config's decode attention is the XLA reference (the column step has
+  its own jnp attention), rows elsewhere: accelerators run the Pallas kernel on the `[B, S, Hkv, D]` cache, and
+  under a multi-device mesh the fused projections would cut across the tensor-parallel split of the heads.
+  """
+  if decode_layout not in DECODE_LAYOUTS:
+    raise ValueError(f"decode_layout must be one of {DECODE_LAYOUTS}, got {decode_layout!r}")
+  if decode_layout != "auto":
+    return decode_layout
+  cpu_reference = jax.default_backend() == "cpu" and config.attention_impl in ("auto", "reference")
+  return "columns" if cpu_reference and num_devices == 1 else "rows"
+
+
+def column_copy_bytes(config: Qwen2Config, itemsize: int) -> int:
+  """Bytes `column_weights` adds beside the params (layer matrices and vectors, the head when untied), at
+  `itemsize` bytes per element."""
+  h, d = config.hidden_size, config.dims_per_head
+  qkv = (config.num_attention_heads + 2 * config.num_key_value_heads) * d
+  per_layer = h * qkv + qkv + config.num_attention_heads * d * h + 3 * h * config.intermediate_size + 2 * h
+  head = 0 if config.tie_word_embeddings else config.vocab_size * h
+  return (config.num_hidden_layers * per_layer + head) * itemsize
+
+
 @flax.struct.dataclass
 class ColumnWeights:
   """Per-layer weights `[out, in]` for `decode_step_columns`; vectors (biases, norm weights) are `[n, 1]` columns.

@@ -7,7 +7,8 @@ one of three phases is live at a time:
   activations autodiff saves for the backward pass of one micro-batch, and the LM-head chunk work;
 * log-prob forward of the old / reference policy: one layer's forward temporaries plus an LM-head chunk;
 * rollout (`estimate_rollout`): the KV cache sized from the longest response, decode buffers, the prefill forward,
-  and the rollout copy of the params when its layout (no fsdp) or dtype differs from the training params.
+  and the rollout copy of the params when its layout (no fsdp) or dtype differs from the training params; on one CPU
+  device the column decode layout (`models.decode_columns`) adds a transposed copy of the layer weights and the cache.
 
 Activations follow what `jax.ad_checkpoint` reports as saved residuals for `prorl_jax.models` (per decoder layer,
 N = rows x seq_len tokens on the device, A = rows x heads x seq_len² attention scores, c = compute itemsize):
@@ -40,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from prorl_jax.models import Qwen2Config, init_params
+from prorl_jax.models import Qwen2Config, column_copy_bytes, init_params, resolve_decode_layout
 from prorl_jax.parallel import rules
 from prorl_jax.parallel.mesh import batch_axes
 
@@ -174,11 +175,13 @@ class RolloutMemory:
   decode_state: int  # token / log-prob buffers and per-row scalars of the while loop
   step_temp: int  # per decode step: next-token logits, one layer's cache update
   prefill: int  # temporaries of the prompt forward
+  # The column decode layout (`models.resolve_decode_layout`): transposed layer weights and a transposed KV cache.
+  column_copy: int = 0
 
   @property
   def total(self) -> int:
     extra = self.rollout_params if self.duplicate_params else 0
-    return extra + self.kv_cache + self.decode_state + max(self.step_temp, self.prefill)
+    return extra + self.kv_cache + self.decode_state + max(self.step_temp + self.column_copy, self.prefill)
 
   def as_dict(self) -> dict[str, float]:
     out = {f.name: getattr(self, f.name) / GiB for f in dataclasses.fields(self) if f.name != "duplicate_params"}
@@ -213,9 +216,10 @@ def estimate_train(config: Qwen2Config, *, rows: int, prompt_len: int, response_
 
 def estimate_rollout(config: Qwen2Config, *, rows: int, prompt_len: int, max_new_tokens: int, num_prompts: int = 0,
                      mesh: Mesh | None = None, param_dtype: Any = jnp.float32,
-                     rollout_dtype: Any = None) -> RolloutMemory:
+                     rollout_dtype: Any = None, decode_layout: str = "auto") -> RolloutMemory:
   """Rollout memory per device for a chunk of `rows` rows (prompts x samples) with a KV cache of
-  `prompt_len + max_new_tokens` positions; `num_prompts` distinct prompts are prefilled (default `rows`)."""
+  `prompt_len + max_new_tokens` positions; `num_prompts` distinct prompts are prefilled (default `rows`).
+  `decode_layout` as the sampler's ("auto" resolves for this backend and the mesh's device count)."""
   shards, tensor = _sizes(mesh)
   rows_dev = -(-rows // shards)
   c = config.compute_dtype.itemsize
@@ -228,12 +232,15 @@ def estimate_rollout(config: Qwen2Config, *, rows: int, prompt_len: int, max_new
   rollout_dtype = rollout_dtype or param_dtype
   fsdp = int(mesh.shape.get("fsdp", 1)) if mesh is not None else 1
   prompts_dev = -(-(num_prompts or rows) // shards)
+  columns = resolve_decode_layout(config, decode_layout, 1 if mesh is None else mesh.size) == "columns"
+  kv_cache = 2 * config.num_hidden_layers * layer_cache
   return RolloutMemory(
       rollout_params=param_bytes(config, mesh=mesh, dtype=rollout_dtype, mode="sample"),
       duplicate_params=fsdp > 1 or jnp.dtype(rollout_dtype) != jnp.dtype(param_dtype),
-      kv_cache=2 * config.num_hidden_layers * layer_cache, decode_state=state,
+      kv_cache=kv_cache, decode_state=state,
       step_temp=2 * layer_cache + 2 * rows_dev * v * 4,
-      prefill=forward_peak_bytes(config, prompts_dev, prompt_len, tensor=tensor) + 2 * prompts_dev * v * 4)
+      prefill=forward_peak_bytes(config, prompts_dev, prompt_len, tensor=tensor) + 2 * prompts_dev * v * 4,
+      column_copy=(column_copy_bytes(config, jnp.dtype(rollout_dtype).itemsize) + kv_cache) if columns else 0)
 
 
 def estimate_run(run_config: Any, model_config: Qwen2Config, mesh: Mesh | None = None, *,

@@ -128,23 +128,9 @@ def _decode_head(config: models.Qwen2Config, params: models.Params) -> jax.Array
   return head
 
 
-DECODE_LAYOUTS = ("auto", "rows", "columns")
-
-
-def resolve_decode_layout(config: models.Qwen2Config, decode_layout: str, num_devices: int) -> str:
-  """"rows" or "columns" for `Sampler`'s `decode_layout` on `num_devices` devices (columns: one CPU device with the
-  reference decode attention)."""
-  if decode_layout not in DECODE_LAYOUTS:
-    raise ValueError(f"decode_layout must be one of {DECODE_LAYOUTS}, got {decode_layout!r}")
-  if decode_layout != "auto":
-    return decode_layout
-  cpu_reference = jax.default_backend() == "cpu" and config.attention_impl in ("auto", "reference")
-  return "columns" if cpu_reference and num_devices == 1 else "rows"
-
-
 def _decodes_in_columns(config: models.Qwen2Config, decode_layout: str) -> bool:
   mesh = jax.sharding.get_abstract_mesh()  # the sharded sampler traces under its mesh
-  return resolve_decode_layout(config, decode_layout, 1 if mesh.empty else mesh.size) == "columns"
+  return models.resolve_decode_layout(config, decode_layout, 1 if mesh.empty else mesh.size) == "columns"
 
 
 def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params, state: DecodeState, *,
@@ -239,8 +225,7 @@ class Sampler:
   def __init__(self, config: models.Qwen2Config, *, pad_id: int = 0, memory_budget_bytes: int | None = None,
                max_rows_per_chunk: int | None = None, prompt_bucket: int = 32, mesh: Mesh | None = None,
                decode_layout: str = "auto"):
-    if decode_layout not in DECODE_LAYOUTS:
-      raise ValueError(f"decode_layout must be one of {DECODE_LAYOUTS}, got {decode_layout!r}")
+    models.resolve_decode_layout(config, decode_layout, 1)  # checks the name
     if decode_layout == "columns" and mesh is not None and mesh.size > 1:
       raise ValueError("decode_layout='columns' runs on one device; with a multi-device mesh use 'rows' or 'auto'")
     self.decode_layout = decode_layout
@@ -312,7 +297,7 @@ class Sampler:
     stats = {"chunks": len(outputs), "rows_per_chunk": prompts_per_chunk * num_samples, "decode_steps": steps,
              "generated_tokens": int(lengths[:total].sum()), "seconds": elapsed,
              "prefill_seconds": sum(o[5][0] for o in outputs), "decode_seconds": sum(o[5][1] for o in outputs),
-             "decode_layout": resolve_decode_layout(self.config, self.decode_layout,
+             "decode_layout": models.resolve_decode_layout(self.config, self.decode_layout,
                                                     1 if self.mesh is None else self.mesh.size),
              "tokens_per_second": float(lengths[:total].sum() / max(elapsed, 1e-9))}
     return RolloutBatch(prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples),
