@@ -10,6 +10,8 @@ before log-softmax, so pi_old, pi_theta and pi_ref are all the temperature-scale
 Each chunk is wrapped in `jax.checkpoint`, so the backward pass recomputes a chunk's logits instead of storing
 all of them: only a few `[chunk_size, V]` float32 blocks (one chunk's logits, probabilities and their gradient)
 are live at a time, however many tokens there are (plus the gradient of `logits` itself in the first variant).
+When all tokens fit in one chunk nothing is recomputed: the residuals kept are no larger than the block the
+recomputation would build, and the LM-head matmul is not run twice (~10% of a small micro-batch's update on CPU).
 Measured from the compiled HLO (`memory_analysis`), value-and-grad of the hidden-state variant for 8192 tokens,
 H 1536, V 151936, bf16 inputs, chunk 1024: 3.2 GiB of temporaries, against 28.7 GiB for the plain full-logits
 computation (tests/test_algorithms_logprobs.py checks the bound at small sizes). `token_logprobs_from_hidden` never materialises the full logits at all: each chunk
