@@ -2,6 +2,7 @@
 
 import logging
 import os
+import signal
 import tempfile
 import textwrap
 import threading
@@ -207,11 +208,19 @@ def test_workers_are_recycled_after_max_tasks(verifier_module):
 
 
 def test_an_interrupted_batch_does_not_leak_into_the_next(verifier_module):
-  with RewardManager(1, domains=verifier_module, preload=["exact"]) as rm:
-    timer = threading.Timer(0.5, lambda: __import__("_thread").interrupt_main())
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-      rm.score_batch(["nap"], [""], ["2.0"])
-    batch = rm.score_batch(["exact", "exact"], ["a", "b"], ["a", "a"])
-    np.testing.assert_array_equal(batch.scores, [1, 0])
-    assert batch.counts()["ok"] == 2 and rm.score_batch([], [], []).scores.shape == (0,)
+  # A real SIGINT to the main thread (as Ctrl-C), with Python's own handler whatever earlier tests left installed:
+  # `_thread.interrupt_main` only flags the interpreter, and the flag was seen to get lost in a full CI run.
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with RewardManager(1, domains=verifier_module, preload=["exact"]) as rm:
+      rm.score_batch(["exact"], ["a"], ["a"])  # the worker is up: the interrupt lands inside the next batch
+      timer = threading.Timer(0.5, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+      timer.start()
+      with pytest.raises(KeyboardInterrupt):
+        rm.score_batch(["nap"], [""], ["5.0"])
+      timer.join()
+      batch = rm.score_batch(["exact", "exact"], ["a", "b"], ["a", "a"])
+      np.testing.assert_array_equal(batch.scores, [1, 0])
+      assert batch.counts()["ok"] == 2 and rm.score_batch([], [], []).scores.shape == (0,)
+  finally:
+    signal.signal(signal.SIGINT, previous)
