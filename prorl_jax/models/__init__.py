@@ -16,9 +16,9 @@ from prorl_jax.models.qwen2 import (KVCache, Params, decode_step, default_positi
 from prorl_jax.models.tokenizer import ChatTemplateError, apply_chat_template, load_tokenizer
 
 __all__ = [
-    "DECODE_LAYOUTS", "ChatTemplateError", "CheckpointError", "ColumnCache", "ColumnWeights", "ConfigError", "KVCache", "Params",
-    "Qwen2Config", "apply_chat_template", "column_copy_bytes", "column_weights", "decode_step", "decode_step_columns", "default_positions",
-    "forward", "from_column_cache", "head_weight", "hidden_states", "init_cache", "init_params", "load_hf",
-    "load_tokenizer", "param_layout", "prefill", "project_to_vocab", "resolve_decode_layout", "save_hf",
-    "to_column_cache",
+    "DECODE_LAYOUTS", "ChatTemplateError", "CheckpointError", "ColumnCache", "ColumnWeights", "ConfigError",
+    "KVCache", "Params", "Qwen2Config", "apply_chat_template", "column_copy_bytes", "column_weights", "decode_step",
+    "decode_step_columns", "default_positions", "forward", "from_column_cache", "head_weight", "hidden_states",
+    "init_cache", "init_params", "load_hf", "load_tokenizer", "param_layout", "prefill", "project_to_vocab",
+    "resolve_decode_layout", "save_hf", "to_column_cache",
 ]

@@ -13,8 +13,9 @@ On XLA:CPU both run far below the machine's matmul rate in the usual layouts, fo
   each step writes one column / row in place.
 
 Figures (2-core development machine, 39M-param Qwen2 fp32, batch 32, 64 + 128 tokens: 27.9 -> 22.4-22.9 ms per
-decode step) are in the README; `python -m benchmarks.rollout --decode_layout=rows|columns` reproduces them. The step computes the logits of `qwen2.decode_step` (the same products, summed in another
-order; the tests hold them to 1e-5). `ColumnWeights` is a transposed copy of the layer matrices and `ColumnCache` a
+decode step) are in the README; `python -m benchmarks.rollout --decode_layout=rows|columns` reproduces them.
+The step computes the logits of `qwen2.decode_step` (the same products, summed in another order; the tests hold
+them to 1e-5). `ColumnWeights` is a transposed copy of the layer matrices and `ColumnCache` a
 transposed copy of a prefilled `KVCache`, both made once per decode loop, outside it.
 """
 
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 
 from prorl_jax.models.config import Qwen2Config
 from prorl_jax.models.layers import apply_rotary, rotary_cos_sin
+from prorl_jax.models.qwen2 import KVCache, init_params
 
 
 DECODE_LAYOUTS = ("auto", "rows", "columns")
@@ -46,14 +48,13 @@ def resolve_decode_layout(config: Qwen2Config, decode_layout: str, num_devices: 
   return "columns" if cpu_reference and num_devices == 1 else "rows"
 
 
-def column_copy_bytes(config: Qwen2Config, itemsize: int) -> int:
-  """Bytes `column_weights` adds beside the params (layer matrices and vectors, the head when untied), at
-  `itemsize` bytes per element."""
-  h, d = config.hidden_size, config.dims_per_head
-  qkv = (config.num_attention_heads + 2 * config.num_key_value_heads) * d
-  per_layer = h * qkv + qkv + config.num_attention_heads * d * h + 3 * h * config.intermediate_size + 2 * h
-  head = 0 if config.tie_word_embeddings else config.vocab_size * h
-  return (config.num_hidden_layers * per_layer + head) * itemsize
+def column_copy_bytes(config: Qwen2Config, dtype=jnp.float32) -> int:
+  """Bytes `column_weights` adds beside params stored in `dtype`: everything but the embedding it reuses (and, when
+  tied, the head, which is that embedding)."""
+  shapes = jax.eval_shape(lambda: column_weights(config, init_params(config, jax.random.key(0), dtype=dtype)))
+  shared = (shapes.embedding,) + ((shapes.head,) if config.tie_word_embeddings else ())
+  total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+  return total - sum(x.size * x.dtype.itemsize for x in shared)
 
 
 @flax.struct.dataclass
@@ -103,16 +104,14 @@ def column_weights(config: Qwen2Config, params: dict) -> ColumnWeights:
                        embedding=embedding, head=head)
 
 
-def to_column_cache(cache) -> ColumnCache:
+def to_column_cache(cache: KVCache) -> ColumnCache:
   """A `qwen2.KVCache` (`[B, S, Hkv, D]` per layer) in the column layout."""
   return ColumnCache(tuple(jnp.transpose(k, (0, 2, 3, 1)) for k in cache.keys),
                      tuple(jnp.transpose(v, (0, 2, 1, 3)) for v in cache.values))
 
 
-def from_column_cache(cache: ColumnCache):
+def from_column_cache(cache: ColumnCache) -> KVCache:
   """The inverse of `to_column_cache`."""
-  from prorl_jax.models.qwen2 import KVCache  # qwen2 imports nothing from here; keep the module graph one-way.
-
   return KVCache(tuple(jnp.transpose(k, (0, 3, 1, 2)) for k in cache.keys),
                  tuple(jnp.transpose(v, (0, 2, 1, 3)) for v in cache.values))
 

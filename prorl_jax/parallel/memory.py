@@ -240,7 +240,7 @@ def estimate_rollout(config: Qwen2Config, *, rows: int, prompt_len: int, max_new
       kv_cache=kv_cache, decode_state=state,
       step_temp=2 * layer_cache + 2 * rows_dev * v * 4,
       prefill=forward_peak_bytes(config, prompts_dev, prompt_len, tensor=tensor) + 2 * prompts_dev * v * 4,
-      column_copy=(column_copy_bytes(config, jnp.dtype(rollout_dtype).itemsize) + kv_cache) if columns else 0)
+      column_copy=(column_copy_bytes(config, rollout_dtype) + kv_cache) if columns else 0)
 
 
 def estimate_run(run_config: Any, model_config: Qwen2Config, mesh: Mesh | None = None, *,
