@@ -43,9 +43,9 @@ def test_column_steps_equal_row_steps_and_the_full_forward(tied, kv_heads):
     tokens = seqs[np.arange(3), positions]
     want, rows_cache = row_step(config, params, tokens, positions, rows_cache)
     got, cols_cache = col_step(config, weights, tokens, positions, cols_cache)
-    chex.assert_shape(got, (3, config.vocab_size))
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(got), full[np.arange(3), positions], atol=1e-4)
+    chex.assert_shape(got, (config.vocab_size, 3))  # vocabulary-major
+    np.testing.assert_allclose(np.asarray(got).T, np.asarray(want), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got).T, full[np.arange(3), positions], atol=1e-4)
     positions = positions + 1
   chex.assert_trees_all_close(models.from_column_cache(cols_cache), rows_cache, atol=1e-5)
 
@@ -58,7 +58,7 @@ def test_inactive_rows_attend_to_nothing_and_active_rows_are_unaffected():
   cache = models.to_column_cache(_prefilled(config, params, seqs, np.array([3, 3]), 8))
   logits, _ = models.decode_step_columns(config, models.column_weights(config, params), seqs[:, 3],
                                          np.array([3, 3]), cache, active=np.array([True, False]))
-  np.testing.assert_allclose(np.asarray(logits)[0], full[0, 3], atol=1e-4)
+  np.testing.assert_allclose(np.asarray(logits)[:, 0], full[0, 3], atol=1e-4)
   assert np.isfinite(np.asarray(logits)).all()
 
 
@@ -73,7 +73,7 @@ def test_bf16_column_step_close_to_row_step():
                                           seqs[np.arange(2), positions], positions,
                                           models.to_column_cache(rows_cache))
   assert cache.keys[0].dtype == jnp.bfloat16 and got.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=0.1)
+  np.testing.assert_allclose(np.asarray(got).T, np.asarray(want), atol=0.1)
 
 
 @pytest.mark.parametrize("group", [1, 3, 8])

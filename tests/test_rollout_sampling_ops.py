@@ -1,10 +1,14 @@
-"""The sampler's argmax against numpy (ties, infinities, NaN rows), with and without jit."""
+"""The sampler's argmax against numpy (ties, infinities, NaN rows), with and without jit; the vocabulary-major
+selection against numpy and against `select_tokens` on the transposed logits."""
 
 import chex
 import jax.numpy as jnp
 import numpy as np
 
-from prorl_jax.rollout.sampling import first_argmax
+import jax
+import pytest
+
+from prorl_jax.rollout.sampling import SamplingParams, first_argmax, select_tokens, select_tokens_vocab_major
 
 
 class FirstArgmaxTest(chex.TestCase):
@@ -25,3 +29,43 @@ class FirstArgmaxTest(chex.TestCase):
     x = jnp.full((2, 7), jnp.nan).at[1].set(jnp.arange(7.0))
     got = np.asarray(self.variant(first_argmax)(x))
     assert 0 <= got[0] < 7 and got[1] == 6
+
+
+def _log_softmax(x):
+  x = x.astype(np.float64)
+  z = x - x.max(axis=-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+@pytest.mark.parametrize("jit", [True, False])
+@pytest.mark.parametrize("vocab", [5, 127, 128, 300, 1000])
+def test_vocab_major_greedy_matches_numpy(vocab, jit):
+  rng = np.random.RandomState(vocab)
+  logits = rng.normal(scale=3.0, size=(vocab, 9)).astype(np.float32)  # [V, B]
+  logits[:, 1] = np.round(logits[:, 1])  # ties: the first index wins
+  logits[vocab - 1, 2] = 50.0  # the maximum in the last (partial) block
+  logits[:, 3] = 7.0  # all tied: id 0
+  keys = jax.random.split(jax.random.key(0), 9)
+  select = jax.jit(select_tokens_vocab_major, static_argnums=2) if jit else select_tokens_vocab_major
+  tokens, logprobs = select(jnp.asarray(logits), keys, SamplingParams(temperature=0.0))
+  chex.assert_shape((tokens, logprobs), [(9,), (9,)])
+  want = np.argmax(logits, axis=0)
+  np.testing.assert_array_equal(np.asarray(tokens), want)
+  np.testing.assert_allclose(np.asarray(logprobs), _log_softmax(logits.T)[np.arange(9), want], atol=1e-5)
+
+
+@pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.0), SamplingParams(temperature=0.7),
+                                    SamplingParams(temperature=1.0, top_k=5, top_p=0.9)])
+def test_vocab_major_draws_equal_select_tokens(sampling):
+  logits = jnp.asarray(np.random.RandomState(1).normal(scale=2.0, size=(300, 6)), jnp.float32)
+  keys = jax.random.split(jax.random.key(3), 6)
+  want = select_tokens(logits.T, keys, sampling)
+  got = jax.jit(select_tokens_vocab_major, static_argnums=2)(logits, keys, sampling)
+  np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+  np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), atol=1e-6)
+
+
+def test_vocab_major_nan_row_gives_a_valid_id():
+  x = jnp.full((7, 2), jnp.nan).at[:, 1].set(jnp.arange(7.0))
+  tokens, _ = select_tokens_vocab_major(x, jax.random.split(jax.random.key(0), 2), SamplingParams(temperature=0.0))
+  assert 0 <= int(tokens[0]) < 7 and int(tokens[1]) == 6

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from prorl_jax.models.config import Qwen2Config
-from prorl_jax.models.layers import apply_rotary, rotary_cos_sin
+from prorl_jax.models.layers import rotary_cos_sin
 from prorl_jax.models.qwen2 import KVCache, init_params
 
 
@@ -147,6 +147,12 @@ def _rms_norm(x: jax.Array, weight: jax.Array, config: Qwen2Config) -> jax.Array
   return weight.astype(config.compute_dtype) * normed.astype(config.compute_dtype)
 
 
+def _rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """`layers.apply_rotary` on `x` `[heads, D, B]` with tables `[D, B]`."""
+  half = x.shape[1] // 2
+  return x * cos + jnp.concatenate([-x[:, half:], x[:, :half]], axis=1) * sin
+
+
 def _matmul(w: jax.Array, x: jax.Array, config: Qwen2Config) -> jax.Array:
   dtype = config.compute_dtype
   return jnp.dot(w.astype(dtype), x.astype(dtype))
@@ -164,26 +170,27 @@ def decode_step_columns(config: Qwen2Config, weights: ColumnWeights, tokens: jax
     active: optional bool `[B]`; inactive rows attend to nothing and get meaningless logits.
 
   Returns:
-    (float32 logits `[B, V]`, updated cache).
+    (float32 logits `[V, B]`, vocabulary-major, updated cache).
   """
   c = config
   b = tokens.shape[0]
   d, hq, hkv = c.dims_per_head, c.num_attention_heads, c.num_key_value_heads
   attend = positions + 1 if active is None else jnp.where(active, positions + 1, 0)
-  cos, sin = rotary_cos_sin(positions[:, None], d, c.rope_theta)
+  cos_t, sin_t = rotary_cos_sin(jnp.arange(cache.keys[0].shape[-1])[None], d, c.rope_theta)
+  cos, sin = cos_t[0][positions].T.astype(c.compute_dtype), sin_t[0][positions].T.astype(c.compute_dtype)
   x = weights.embedding[tokens].astype(c.compute_dtype).T  # [H, B]
   rows = jnp.arange(b)
   keys, values = [], []
   for i, (k_cache, v_cache) in enumerate(zip(cache.keys, cache.values)):
     h = _rms_norm(x, weights.input_norm[i], c)
-    qkv = (_matmul(weights.qkv[i], h, c) + weights.qkv_bias[i].astype(c.compute_dtype)).T  # [B, (Hq + 2 Hkv) D]
-    q = apply_rotary(qkv[:, :hq * d].reshape(b, 1, hq, d), cos, sin)[:, 0]
-    k = apply_rotary(qkv[:, hq * d:(hq + hkv) * d].reshape(b, 1, hkv, d), cos, sin)[:, 0]
-    v = qkv[:, (hq + hkv) * d:].reshape(b, hkv, d)
+    qkv = _matmul(weights.qkv[i], h, c) + weights.qkv_bias[i].astype(c.compute_dtype)  # [(Hq + 2 Hkv) D, B]
+    q = _rotary(qkv[:hq * d].reshape(hq, d, b), cos, sin)
+    k = _rotary(qkv[hq * d:(hq + hkv) * d].reshape(hkv, d, b), cos, sin)
+    v = qkv[(hq + hkv) * d:].reshape(hkv, d, b)
     # Advanced indices around a slice put the row axis first: both updates are [B, Hkv, D].
-    k_cache = k_cache.at[rows, :, :, positions].set(k.astype(k_cache.dtype), mode="drop")
-    v_cache = v_cache.at[rows, :, positions].set(v.astype(v_cache.dtype), mode="drop")
-    out = attention_columns(q, k_cache, v_cache, attend)
+    k_cache = k_cache.at[rows, :, :, positions].set(jnp.transpose(k, (2, 0, 1)).astype(k_cache.dtype), mode="drop")
+    v_cache = v_cache.at[rows, :, positions].set(jnp.transpose(v, (2, 0, 1)).astype(v_cache.dtype), mode="drop")
+    out = attention_columns(jnp.transpose(q, (2, 0, 1)), k_cache, v_cache, attend)
     x = x + _matmul(weights.o[i], out.reshape(b, hq * d).T, c)
     h = _rms_norm(x, weights.post_norm[i], c)
     gate_up = _matmul(weights.gate_up[i], h, c)
@@ -192,5 +199,6 @@ def decode_step_columns(config: Qwen2Config, weights: ColumnWeights, tokens: jax
     values.append(v_cache)
   h = _rms_norm(x, weights.final_norm, c)
   logits = jnp.dot(weights.head.astype(c.compute_dtype), h, preferred_element_type=jnp.float32)  # [V, B]
-  # The barrier keeps XLA from folding the transpose into the dot as a `[B, H] x [V, H]^T` product (3x slower).
-  return jax.lax.optimization_barrier(logits).T, ColumnCache(tuple(keys), tuple(values))
+  # Without the barrier XLA:CPU (jax 0.10) compiles a bf16 head into a dot thunk that rejects bf16 x bf16 -> f32 at
+  # run time (tests/test_rollout_sampler.py::test_bf16_sampling_runs); fp32 speed is the same either way.
+  return jax.lax.optimization_barrier(logits), ColumnCache(tuple(keys), tuple(values))

@@ -29,7 +29,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from prorl_jax import models
 from prorl_jax.parallel import mesh as mesh_lib
 from prorl_jax.parallel import rules
-from prorl_jax.rollout.sampling import SamplingParams, select_tokens
+from prorl_jax.rollout.sampling import SamplingParams, select_tokens, select_tokens_vocab_major
 
 
 @flax.struct.dataclass
@@ -143,8 +143,10 @@ def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: m
     weights = jax.lax.optimization_barrier(models.column_weights(config, params))
     state = state.replace(cache=models.to_column_cache(state.cache))
     step_fn = functools.partial(models.decode_step_columns, config, weights)
+    select = select_tokens_vocab_major  # the column step's logits are [V, B]
   else:
     step_fn = functools.partial(models.decode_step, config, params, head=_decode_head(config, params))
+    select = select_tokens
 
   def cond(s: DecodeState):
     return (s.step < max_new_tokens) & ~jnp.all(s.done)
@@ -153,7 +155,7 @@ def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: m
     active = ~s.done
     last = jax.lax.dynamic_index_in_dim(s.tokens, s.step - 1, axis=1, keepdims=False)
     logits, cache = step_fn(last, s.positions, s.cache, active=active)
-    tok, lp = select_tokens(logits, _step_keys(s.keys, s.step), sampling)
+    tok, lp = select(logits, _step_keys(s.keys, s.step), sampling)
     tok = jnp.where(active, tok, pad_id)
     lp = jnp.where(active, lp, 0.0)
     eos = active & _is_eos(tok, eos_ids)

@@ -83,6 +83,46 @@ def select_tokens(logits: jax.Array, keys: jax.Array, params: SamplingParams) ->
   return tokens, logprobs[:, 0]
 
 
+def select_tokens_vocab_major(logits: jax.Array, keys: jax.Array, params: SamplingParams
+                              ) -> tuple[jax.Array, jax.Array]:
+  """`select_tokens` for logits laid out `[vocab, batch]` (the CPU column decode step's output); same results.
+
+  Greedy selection reduces over the vocabulary axis where the logits lie, which on XLA:CPU costs about a third of
+  transposing them and reducing rows (a `[32000, 32]` step: 0.44 against 1.22 ms). Sampling transposes and uses
+  `select_tokens`.
+  """
+  if not params.greedy:
+    return select_tokens(logits.T, keys, params)
+  logits = logits.astype(jnp.float32)
+  tokens, top = _first_argmax_vocab_major(logits)
+  # log_softmax at the argmax: its logit is the maximum.
+  logprobs = -jnp.log(jnp.sum(jnp.exp(logits - top), axis=0))
+  return tokens, logprobs
+
+
+def _first_argmax_vocab_major(x: jax.Array, block: int = 128) -> tuple[jax.Array, jax.Array]:
+  """`first_argmax(x.T)` and the maximum for `x` `[vocab, batch]` -> (int32 `[batch]`, float32 `[batch]`).
+
+  One pass takes the maximum of each block of `block` vocabulary rows; the first block reaching the overall
+  maximum is then searched alone, so the index search reads `block` values per row instead of the vocabulary.
+  """
+  vocab, batch = x.shape
+  whole = vocab // block * block
+  block_max = [x[:whole].reshape(-1, block, batch).max(axis=1)] if whole else []
+  if whole < vocab:
+    block_max.append(x[whole:].max(axis=0, keepdims=True))
+  block_max = jnp.concatenate(block_max)  # [blocks, batch]
+  top = block_max.max(axis=0)
+  num_blocks = block_max.shape[0]
+  first_block = jnp.min(jnp.where(block_max == top, jnp.arange(num_blocks, dtype=jnp.int32)[:, None], num_blocks),
+                        axis=0)
+  ids = jnp.minimum(jnp.minimum(first_block, num_blocks - 1)[:, None] * block + jnp.arange(block, dtype=jnp.int32),
+                    vocab - 1)  # [batch, block]; the last block's overhang repeats id vocab - 1
+  candidates = x[ids, jnp.arange(batch)[:, None]]
+  first = jnp.min(jnp.where(candidates == top[:, None], ids, vocab), axis=1)
+  return jnp.minimum(first, vocab - 1), top  # All-NaN rows: a valid id rather than out of range.
+
+
 def first_argmax(x: jax.Array) -> jax.Array:
   """`jnp.argmax(x, axis=-1)` for `x` `[batch, vocab]` without NaNs -> int32 `[batch]` (first index of the maximum).
 
