@@ -99,3 +99,27 @@ def test_column_cache_round_trips_exactly():
   chex.assert_shape(cols.keys, [(2, 3, 4, 7)] * 2)
   chex.assert_shape(cols.values, [(2, 3, 7, 4)] * 2)
   chex.assert_trees_all_equal(models.from_column_cache(cols), cache)
+
+
+def test_decode_windows_split_the_generated_span():
+  assert models.decode_windows(64, 192) == (96, 128, 160, 192)
+  assert models.decode_windows(512, 8704) == (2560, 4608, 6656, 8704)  # at most four phases
+  assert models.decode_windows(32, 48) == (48,)  # under two phases' worth: one loop over the whole cache
+  assert models.decode_windows(0, 5) == (5,)
+  for filled, cache_len in [(7, 200), (1, 129), (100, 101), (33, 1000)]:
+    windows = models.decode_windows(filled, cache_len)
+    assert windows[-1] == cache_len and windows[0] > filled and list(windows) == sorted(set(windows))
+  with pytest.raises(ValueError, match="filled"):
+    models.decode_windows(10, 10)
+
+
+def test_grow_column_cache_pads_positions_with_zeros():
+  rng = np.random.RandomState(4)
+  cache = models.KVCache((jnp.asarray(rng.normal(size=(2, 9, 3, 4)), jnp.float32),),
+                         (jnp.asarray(rng.normal(size=(2, 9, 3, 4)), jnp.float32),))
+  short = models.to_column_cache(cache, 5)
+  chex.assert_shape((short.keys[0], short.values[0]), [(2, 3, 4, 5), (2, 3, 5, 4)])
+  grown = models.from_column_cache(models.grow_column_cache(short, 9))
+  np.testing.assert_array_equal(np.asarray(grown.keys[0][:, :5]), np.asarray(cache.keys[0][:, :5]))
+  np.testing.assert_array_equal(np.asarray(grown.values[0][:, :5]), np.asarray(cache.values[0][:, :5]))
+  assert not np.asarray(grown.keys[0][:, 5:]).any() and not np.asarray(grown.values[0][:, 5:]).any()

@@ -64,6 +64,42 @@ def test_both_decode_layouts_equal_transformers_with_eos_stops(tiny, layout):
     assert out.response(i) == _hf_greedy(torch_model, prompt, 16, eos)
 
 
+@pytest.fixture(scope="module")
+def diverse(tmp_path_factory):
+  """A model whose greedy responses keep producing new tokens for 100 steps (the `tiny` one soon cycles)."""
+  path = tmp_path_factory.mktemp("diverse_model")
+  torch_model = make_hf_model(path, vocab_size=256, num_attention_heads=4, num_key_value_heads=2, std=0.5)
+  config, params = models.load_hf(path)
+  return torch_model, config, params
+
+
+def _stop_steps(responses, eos):
+  """Where each free-running response would stop with `eos` (its length with the EOS token)."""
+  return [next((j + 1 for j, t in enumerate(r) if t in eos), len(r)) for r in responses]
+
+
+def test_phased_column_decode_equals_transformers_over_long_responses(diverse):
+  """100 new tokens after prompts padded to 32 positions: the column loop runs three phases over caches of 66, 99
+  and 132 positions; rows stopping by EOS in the first and in a later phase, and a row running to the end, match
+  transformers token for token."""
+  torch_model, config, params = diverse
+  assert models.decode_windows(32, 132) == (66, 99, 132)
+  sampler = rollout.Sampler(config, decode_layout="columns")
+  greedy = rollout.SamplingParams(temperature=0.0)
+  free = sampler.generate(params, PROMPTS, max_new_tokens=100, sampling=greedy, eos_token_ids=[])
+  responses = [free.response(i) for i in range(len(PROMPTS))]
+  for prompt, response in zip(PROMPTS, responses):
+    assert response == _hf_greedy(torch_model, prompt, 100, None)
+  # Row 0 has the longest prompt, so its position ends each phase (66 - 7 = 59 steps in the first).
+  pairs = [[a, b] for a in set(responses[1]) for b in set(responses[2])]
+  eos = next(e for e in pairs if (lambda s: s[0] == 100 and min(s) < 40 and 70 < max(s[1:]) < 100)(
+      _stop_steps(responses, e)))
+  out = sampler.generate(params, PROMPTS, max_new_tokens=100, sampling=greedy, eos_token_ids=eos)
+  assert out.lengths.tolist() == _stop_steps(responses, eos)
+  for i, prompt in enumerate(PROMPTS):
+    assert out.response(i) == _hf_greedy(torch_model, prompt, 100, eos)
+
+
 def test_decode_layout_is_checked(tiny):
   _, config, _ = tiny
   with pytest.raises(ValueError, match="decode_layout"):

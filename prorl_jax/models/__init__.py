@@ -8,8 +8,8 @@ Public API:
 
 from prorl_jax.models.config import ConfigError, Qwen2Config
 from prorl_jax.models.decode_columns import (DECODE_LAYOUTS, ColumnCache, ColumnWeights, column_copy_bytes,
-                                             column_weights, decode_step_columns, from_column_cache,
-                                             resolve_decode_layout, to_column_cache)
+                                             column_weights, decode_step_columns, decode_windows, from_column_cache,
+                                             grow_column_cache, resolve_decode_layout, to_column_cache)
 from prorl_jax.models.hf_io import CheckpointError, load_hf, param_layout, save_hf
 from prorl_jax.models.qwen2 import (KVCache, Params, decode_step, default_positions, forward, head_weight,
                                     hidden_states, init_cache, init_params, prefill, project_to_vocab)
@@ -18,7 +18,8 @@ from prorl_jax.models.tokenizer import ChatTemplateError, apply_chat_template, l
 __all__ = [
     "DECODE_LAYOUTS", "ChatTemplateError", "CheckpointError", "ColumnCache", "ColumnWeights", "ConfigError",
     "KVCache", "Params", "Qwen2Config", "apply_chat_template", "column_copy_bytes", "column_weights", "decode_step",
-    "decode_step_columns", "default_positions", "forward", "from_column_cache", "head_weight", "hidden_states",
+    "decode_step_columns", "decode_windows", "default_positions", "forward", "from_column_cache",
+    "grow_column_cache", "head_weight", "hidden_states",
     "init_cache", "init_params", "load_hf", "load_tokenizer", "param_layout", "prefill", "project_to_vocab",
     "resolve_decode_layout", "save_hf", "to_column_cache",
 ]

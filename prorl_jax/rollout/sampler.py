@@ -135,21 +135,31 @@ def _decodes_in_columns(config: models.Qwen2Config, decode_layout: str) -> bool:
 
 def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: models.Params, state: DecodeState, *,
                  eos_ids: tuple[int, ...], pad_id: int, decode_layout: str = "auto") -> DecodeState:
-  """Decodes until every row is done or the token buffer is full; the state (and its KV cache) is donated."""
+  """Decodes until every row is done or the token buffer is full; the state (and its KV cache) is donated.
+
+  The column layout runs one `while_loop` per phase of `models.decode_windows`, each over a cache just long enough
+  for it, so its attention (which reads the whole cache) skips most positions no row has reached yet.
+  """
   max_new_tokens = state.tokens.shape[1]
+  cache_len = state.cache.keys[0].shape[1]
   columns = _decodes_in_columns(config, decode_layout)
   if columns:
     # Laid out once, before the loop; the barrier keeps XLA from folding the transposes back into each step's dots.
     weights = jax.lax.optimization_barrier(models.column_weights(config, params))
-    state = state.replace(cache=models.to_column_cache(state.cache))
     step_fn = functools.partial(models.decode_step_columns, config, weights)
     select = select_tokens_vocab_major  # the column step's logits are [V, B]
+    windows = models.decode_windows(cache_len - max_new_tokens, cache_len)
+    state = state.replace(cache=models.to_column_cache(state.cache, windows[0]))
   else:
     step_fn = functools.partial(models.decode_step, config, params, head=_decode_head(config, params))
     select = select_tokens
+    windows = (cache_len,)
 
   def cond(s: DecodeState):
-    return (s.step < max_new_tokens) & ~jnp.all(s.done)
+    go = (s.step < max_new_tokens) & ~jnp.all(s.done)
+    if columns:  # every live row's next write (at its position) must fit the phase's cache [B, Hkv, D, window]
+      go &= jnp.max(jnp.where(s.done, -1, s.positions)) < s.cache.keys[0].shape[-1]
+    return go
 
   def body(s: DecodeState):
     active = ~s.done
@@ -170,7 +180,10 @@ def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: m
         cache=cache,
         keys=s.keys)
 
-  state = jax.lax.while_loop(cond, body, state)
+  for i, window in enumerate(windows):
+    if i:
+      state = state.replace(cache=models.grow_column_cache(state.cache, window))
+    state = jax.lax.while_loop(cond, body, state)
   return state.replace(cache=models.from_column_cache(state.cache)) if columns else state
 
 
