@@ -55,9 +55,9 @@ def test_vocab_major_greedy_matches_numpy(vocab, jit):
   np.testing.assert_allclose(np.asarray(logprobs), _log_softmax(logits.T)[np.arange(9), want], atol=1e-5)
 
 
-@pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.0), SamplingParams(temperature=1.0, top_k=5),
+@pytest.mark.parametrize("sampling", [SamplingParams(temperature=0.0), SamplingParams(temperature=0.7),
                                       SamplingParams(temperature=1.0, top_k=5, top_p=0.9)])
-def test_vocab_major_greedy_and_filtered_draws_equal_select_tokens(sampling):
+def test_vocab_major_draws_equal_select_tokens(sampling):
   logits = jnp.asarray(np.random.RandomState(1).normal(scale=2.0, size=(300, 6)), jnp.float32)
   keys = jax.random.split(jax.random.key(3), 6)
   want = select_tokens(logits.T, keys, sampling)
@@ -75,9 +75,8 @@ def test_vocab_major_nan_row_gives_a_valid_id():
 @pytest.mark.parametrize("vocab", [8, 300])
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_vocab_major_temperature_draws_follow_the_exact_distribution(vocab, temperature):
-  """Inverse-CDF draws (a different stream from `select_tokens`' Gumbel draws) against the exact softmax: chi-square
-  over the likely tokens, never a -inf token, log-probs of the scaled distribution; mass sits in the last, partial
-  block of 300 = 2 x 128 + 44 too."""
+  """Inverse-CDF draws against the exact softmax: chi-square over the likely tokens, never a -inf token, log-probs
+  of the scaled distribution; mass sits in the last, partial block of 300 = 2 x 128 + 44 too."""
   rng = np.random.RandomState(vocab)
   logits = rng.normal(scale=2.0, size=vocab).astype(np.float32)
   logits[-3:] += 4.0

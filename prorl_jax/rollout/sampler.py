@@ -234,9 +234,7 @@ class Sampler:
       caches, the decode-attention kernel), "columns" with `models.decode_step_columns` (feature-major activations,
       `[out, in]` weights, transposed caches and its own jnp attention: ~20% shorter decode steps on CPU, for a
       copy of the layer weights during the loop), "auto" picks columns on a single CPU device with the reference
-      attention, rows elsewhere. Greedy and top-k / top-p tokens agree between the layouts up to float summation
-      order; plain temperature sampling in columns draws by inversion (`select_tokens_vocab_major`: the same
-      distribution, another random stream for the same seed, ~20% shorter sampled steps).
+      attention, rows elsewhere. Both give the same tokens up to float summation order.
   """
 
   def __init__(self, config: models.Qwen2Config, *, pad_id: int = 0, memory_budget_bytes: int | None = None,
