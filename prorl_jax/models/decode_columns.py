@@ -13,8 +13,8 @@ On XLA:CPU both run far below the machine's matmul rate in the usual layouts, fo
   S]` and values `[B, Hkv, S, D]`, the layouts of plain `[G, D] x [D, S]` and `[G, S] x [S, D]` products, and
   each step writes one column / row in place.
 
-Figures (2-core development machine, 39M-param Qwen2 fp32, batch 32, 64 + 128 tokens: 25.8 ms per decode step in
-rows, 19.8-21.5 in columns) are in the README; `python -m benchmarks.rollout --decode_layout=rows|columns`
+Figures (2-core development machine, 39M-param Qwen2 fp32, batch 32, 64 + 128 tokens: 25.8-27.7 ms per decode step in
+rows, 19.2-20.3 in columns) are in the README; `python -m benchmarks.rollout --decode_layout=rows|columns`
 reproduces them. Rotary tables are looked up per position (computed once per step, not inside each layer's fusion).
 The step computes the logits of `qwen2.decode_step` (the same products, summed in another order; the tests hold
 them to 1e-5). `ColumnWeights` is a transposed copy of the layer matrices and `ColumnCache` a
