@@ -12,12 +12,17 @@ from prorl_jax import models, rollout
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [3, 4], [20, 21, 22, 23, 24], [9]]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  path = tmp_path_factory.mktemp("sampler_model")
-  torch_model = make_hf_model(path, vocab_size=128, num_attention_heads=4, num_key_value_heads=2, std=0.3)
+def _saved_model(tmp_path_factory, name, **kw):
+  """(torch model, config, params) of a random Qwen2 saved by transformers and loaded back."""
+  path = tmp_path_factory.mktemp(name)
+  torch_model = make_hf_model(path, num_attention_heads=4, num_key_value_heads=2, **kw)
   config, params = models.load_hf(path)
   return torch_model, config, params
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return _saved_model(tmp_path_factory, "sampler_model", vocab_size=128, std=0.3)
 
 
 def _hf_greedy(torch_model, prompt, max_new, eos):
@@ -67,10 +72,7 @@ def test_both_decode_layouts_equal_transformers_with_eos_stops(tiny, layout):
 @pytest.fixture(scope="module")
 def diverse(tmp_path_factory):
   """A model whose greedy responses keep producing new tokens for 100 steps (the `tiny` one soon cycles)."""
-  path = tmp_path_factory.mktemp("diverse_model")
-  torch_model = make_hf_model(path, vocab_size=256, num_attention_heads=4, num_key_value_heads=2, std=0.5)
-  config, params = models.load_hf(path)
-  return torch_model, config, params
+  return _saved_model(tmp_path_factory, "diverse_model", vocab_size=256, std=0.5)
 
 
 def _stop_steps(responses, eos):

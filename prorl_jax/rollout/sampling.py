@@ -117,11 +117,7 @@ def _draw_vocab_major(weights: jax.Array, uniforms: jax.Array, block: int = 128)
   Block sums locate the block holding the draw; only that block's `block` weights are then accumulated per row.
   """
   vocab, batch = weights.shape
-  whole = vocab // block * block
-  sums = [weights[:whole].reshape(-1, block, batch).sum(axis=1)] if whole else []
-  if whole < vocab:
-    sums.append(weights[whole:].sum(axis=0, keepdims=True))
-  cumulative = jnp.cumsum(jnp.concatenate(sums), axis=0)  # [blocks, batch]
+  cumulative = jnp.cumsum(_per_block(weights, block, jnp.sum), axis=0)  # [blocks, batch]
   num_blocks = cumulative.shape[0]
   target = uniforms * cumulative[-1]
   j = jnp.minimum(jnp.sum(cumulative <= target, axis=0), num_blocks - 1)  # the block holding the draw
@@ -134,6 +130,16 @@ def _draw_vocab_major(weights: jax.Array, uniforms: jax.Array, block: int = 128)
   return (j * block + jnp.minimum(within, last)).astype(jnp.int32)
 
 
+def _per_block(x: jax.Array, block: int, reduce) -> jax.Array:
+  """`reduce` (jnp.sum, jnp.max) over each run of `block` rows of `x` `[vocab, batch]` -> `[ceil(vocab / block),
+  batch]`; the last block may be shorter."""
+  whole = x.shape[0] // block * block
+  parts = [reduce(x[:whole].reshape(-1, block, x.shape[1]), axis=1)] if whole else []
+  if whole < x.shape[0]:
+    parts.append(reduce(x[whole:], axis=0, keepdims=True))
+  return jnp.concatenate(parts)
+
+
 def _first_argmax_vocab_major(x: jax.Array, block: int = 128) -> tuple[jax.Array, jax.Array]:
   """`first_argmax(x.T)` and the maximum for `x` `[vocab, batch]` -> (int32 `[batch]`, float32 `[batch]`).
 
@@ -141,11 +147,7 @@ def _first_argmax_vocab_major(x: jax.Array, block: int = 128) -> tuple[jax.Array
   maximum is then searched alone, so the index search reads `block` values per row instead of the vocabulary.
   """
   vocab, batch = x.shape
-  whole = vocab // block * block
-  block_max = [x[:whole].reshape(-1, block, batch).max(axis=1)] if whole else []
-  if whole < vocab:
-    block_max.append(x[whole:].max(axis=0, keepdims=True))
-  block_max = jnp.concatenate(block_max)  # [blocks, batch]
+  block_max = _per_block(x, block, jnp.max)  # [blocks, batch]
   top = block_max.max(axis=0)
   num_blocks = block_max.shape[0]
   first_block = jnp.min(jnp.where(block_max == top, jnp.arange(num_blocks, dtype=jnp.int32)[:, None], num_blocks),
