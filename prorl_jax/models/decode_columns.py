@@ -15,7 +15,8 @@ On XLA:CPU both run far below the machine's matmul rate in the usual layouts, fo
 
 Figures (2-core development machine, 39M-param Qwen2 fp32, batch 32, 64 + 128 tokens: 25.8-27.7 ms per decode step in
 rows, 19.2-20.3 in columns) are in the README; `python -m benchmarks.rollout --decode_layout=rows|columns`
-reproduces them. Rotary tables are looked up per position (computed once per step, not inside each layer's fusion).
+reproduces them. Rotary angles are looked up per position in a table over the cache's positions (XLA hoists it out
+of the decode loop) rather than computed in each layer's q and k fusions, which recomputed them per head.
 The step computes the logits of `qwen2.decode_step` (the same products, summed in another order; the tests hold
 them to 1e-5). `ColumnWeights` is a transposed copy of the layer matrices and `ColumnCache` a
 transposed copy of a prefilled `KVCache`, both made once per decode loop, outside it.

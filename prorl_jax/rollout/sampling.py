@@ -98,16 +98,23 @@ def select_tokens_vocab_major(logits: jax.Array, keys: jax.Array, params: Sampli
   if params.greedy:
     tokens, top = _first_argmax_vocab_major(z)
   else:
-    tokens, top = sample_vocab_major(z, keys), jnp.max(z, axis=0)
+    top = jnp.max(z, axis=0)
+  weights = jnp.exp(z - top)  # [V, B]: the draw's unnormalised probabilities and the log-sum-exp's terms
+  if not params.greedy:
+    tokens = _draw_vocab_major(weights, _uniforms(keys))
   chosen = z[tokens, jnp.arange(z.shape[1])]
-  return tokens, chosen - top - jnp.log(jnp.sum(jnp.exp(z - top), axis=0))
+  return tokens, chosen - top - jnp.log(jnp.sum(weights, axis=0))
 
 
 def sample_vocab_major(logits: jax.Array, keys: jax.Array) -> jax.Array:
   """One id per column of `logits` `[vocab, batch]` (-inf: never drawn), drawn from `softmax(logits, axis=0)` by
   inverting its CDF with one uniform per column from `keys` `[batch]` -> int32 `[batch]`."""
-  weights = jnp.exp(logits - jnp.max(logits, axis=0))
-  return _draw_vocab_major(weights, jax.vmap(lambda key: jax.random.uniform(key, (), jnp.float32))(keys))
+  return _draw_vocab_major(jnp.exp(logits - jnp.max(logits, axis=0)), _uniforms(keys))
+
+
+def _uniforms(keys: jax.Array) -> jax.Array:
+  """One float32 uniform in [0, 1) per key `[batch]`."""
+  return jax.vmap(lambda key: jax.random.uniform(key, (), jnp.float32))(keys)
 
 
 def _draw_vocab_major(weights: jax.Array, uniforms: jax.Array, block: int = 128) -> jax.Array:
