@@ -22,7 +22,7 @@ setup(
     packages=find_packages(include=["prorl_jax", "prorl_jax.*", "kernels", "kernels.*",
                                     "experiments", "experiments.*"]),
     include_package_data=True,
-    package_data={"prorl_jax": ["assets/**/*"]},
+    package_data={"prorl_jax": ["assets/**/*"], "kernels": ["*.cc"]},  # the native decode matmul is built on use
     install_requires=_requirements("requirements.txt"),
     # torch is only a numerical oracle for tests; install the pinned CPU wheel first.
     extras_require={"test": _requirements("requirements-test.txt")},

@@ -9,6 +9,7 @@ on the same checkpoint.
   python -m benchmarks.rollout                       # the issue's setting: batch 32, prompt 64, 128 new tokens
   python -m benchmarks.rollout --hidden=256 --layers=4 --batch=8 --new_tokens=32   # quicker
   python -m benchmarks.rollout --decode_layout=rows  # the accelerator-style decode step, on CPU
+  PRORL_JAX_NATIVE_MATMUL=0 python -m benchmarks.rollout   # the column step with XLA's matmul instead of the native one
   python -m benchmarks.rollout --tunix_python=/path/to/tunixvenv/bin/python
 """
 
@@ -62,6 +63,7 @@ def _prefill_flops(cfg, batch: int, prompt: int) -> float:
 def bench_prorl_jax(ckpt, args):
   import jax
   import numpy as np
+  import kernels
   from prorl_jax import models, rollout
 
   config, params = models.load_hf(ckpt)
@@ -87,6 +89,7 @@ def bench_prorl_jax(ckpt, args):
   return {"tokens_per_s": args.batch * args.new_tokens / best, "seconds": best, "first_call_s": compile_s,
           "prefill_s": prefill_s, "decode_s": decode_s, "decode_ms_per_step": 1e3 * decode_s / max(steps - 1, 1),
           "decode_steps": steps - 1, "devices": len(devices), "decode_layout": out.stats["decode_layout"],
+          "column_matmul": kernels.native_status(),
           "tokens": out.tokens.tolist()}, config, first
 
 

@@ -1,12 +1,15 @@
-"""Pallas kernels for prorl_jax, standalone (nothing here imports prorl_jax).
+"""Kernels for prorl_jax, standalone (nothing here imports prorl_jax).
 
 `decode_attention`: ragged grouped-query decode attention (flash-decoding) with Triton (GPU) and Mosaic (TPU)
 kernels, a plain-jnp reference, and a dispatcher that says which one it picked.
+`column_matmul`: the CPU decode step's `weights [out, in] @ activations [in, batch]`, by a native AVX-512 XLA FFI
+kernel built on first use, else XLA's dot; `native_status` says which.
 """
 
+from kernels.column_matmul import column_matmul, column_matmul_reference, native_status
 from kernels.decode_attention import combine_splits, decode_attention
 from kernels.decode_attention_reference import decode_attention_reference
 from kernels.decode_attention_select import IMPLS, KernelCase, KernelChoice, sampler_kernel_cases, select_impl
 
-__all__ = ["IMPLS", "KernelCase", "KernelChoice", "combine_splits", "decode_attention",
-           "decode_attention_reference", "sampler_kernel_cases", "select_impl"]
+__all__ = ["IMPLS", "KernelCase", "KernelChoice", "column_matmul", "column_matmul_reference", "combine_splits",
+           "decode_attention", "decode_attention_reference", "native_status", "sampler_kernel_cases", "select_impl"]

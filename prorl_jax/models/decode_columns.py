@@ -4,9 +4,11 @@ A decode step multiplies a few rows (the batch) by every weight matrix and atten
 On XLA:CPU both run far below the machine's matmul rate in the usual layouts, for two reasons this module removes:
 
 * Skinny matmuls run faster as `W[out, in] @ x[in, batch]` than as `x[batch, in] @ W[in, out]` (measured: a
-  loop of only a 39M-param model's decode matmuls at batch 32 takes 15.9 against 18.8 ms per step). The q/k/v
-  projections are concatenated (one matmul); gate and up stay two matmuls, which XLA:CPU runs side by side on its
-  two threads (0.7 ms per step faster than one concatenated matmul). The tied LM head reads the embedding
+  loop of only a 39M-param model's decode matmuls at batch 32 takes 15.9 against 18.8 ms per step), and faster
+  still through `kernels.column_matmul`, a native AVX-512 kernel for exactly this product (XLA's dot where it is
+  unavailable; 19.4 -> 16.4 ms per decode step). The q/k/v projections are concatenated (one matmul); gate and up
+  stay two (with XLA's dot, XLA:CPU runs them side by side on its two threads: 0.7 ms per step faster than one
+  concatenated matmul; with the native kernel it makes no difference). The tied LM head reads the embedding
   `[vocab, hidden]` as it is, and the logits stay `[vocab, batch]` for the sampler's vocabulary-major selection.
 * `[B, S, Hkv, D]` caches make XLA transpose the whole cache on every step for the attention dots (its batched dot
   wants the batch axes `B, Hkv` outermost), which costs more than the attention. Here keys are stored `[B, Hkv, D,
@@ -14,9 +16,10 @@ On XLA:CPU both run far below the machine's matmul rate in the usual layouts, fo
   each step writes one column / row in place.
 
 Figures (2-core development machine, 39M-param Qwen2 fp32, batch 32, 64 + 128 tokens: 25.8-27.7 ms per decode step in
-rows, 19.2-20.3 in columns) are in the README; `python -m benchmarks.rollout --decode_layout=rows|columns`
-reproduces them. Rotary angles are looked up per position in a table over the cache's positions (XLA hoists it out
-of the decode loop) rather than computed in each layer's q and k fusions, which recomputed them per head.
+rows, 19.2-20.3 in columns with XLA's dot, ~16.5 with the native matmul) are in the README; `python -m
+benchmarks.rollout --decode_layout=rows|columns` reproduces them (`PRORL_JAX_NATIVE_MATMUL=0` for XLA's dot).
+Rotary angles are looked up per position in a table over the cache's positions (XLA hoists it out of the decode
+loop) rather than computed in each layer's q and k fusions, which recomputed them per head.
 The step computes the logits of `qwen2.decode_step` (the same products, summed in another order; the tests hold
 them to 1e-5). `ColumnWeights` is a transposed copy of the layer matrices and `ColumnCache` a
 transposed copy of a prefilled `KVCache`, both made once per decode loop, outside it.
@@ -30,6 +33,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from kernels.column_matmul import column_matmul
 from prorl_jax.models.config import Qwen2Config
 from prorl_jax.models.layers import rotary_cos_sin
 from prorl_jax.models.qwen2 import KVCache, init_params
@@ -185,7 +189,7 @@ def _rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 def _matmul(w: jax.Array, x: jax.Array, config: Qwen2Config) -> jax.Array:
   dtype = config.compute_dtype
-  return jnp.dot(w.astype(dtype), x.astype(dtype))
+  return column_matmul(w.astype(dtype), x.astype(dtype))
 
 
 def decode_step_columns(config: Qwen2Config, weights: ColumnWeights, tokens: jax.Array, positions: jax.Array,
@@ -228,7 +232,8 @@ def decode_step_columns(config: Qwen2Config, weights: ColumnWeights, tokens: jax
     keys.append(k_cache)
     values.append(v_cache)
   h = _rms_norm(x, weights.final_norm, c)
-  logits = jnp.dot(weights.head.astype(c.compute_dtype), h, preferred_element_type=jnp.float32)  # [V, B]
+  logits = (column_matmul(weights.head.astype(c.compute_dtype), h) if c.compute_dtype == jnp.float32 else
+            jnp.dot(weights.head.astype(c.compute_dtype), h, preferred_element_type=jnp.float32))  # [V, B]
   # Without the barrier XLA:CPU (jax 0.10) compiles a bf16 head into a dot thunk that rejects bf16 x bf16 -> f32 at
   # run time (tests/test_rollout_sampler.py::test_bf16_sampling_runs); fp32 speed is the same either way.
   return jax.lax.optimization_barrier(logits), ColumnCache(tuple(keys), tuple(values))
