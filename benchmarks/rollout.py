@@ -9,7 +9,7 @@ on the same checkpoint.
   python -m benchmarks.rollout                       # the issue's setting: batch 32, prompt 64, 128 new tokens
   python -m benchmarks.rollout --hidden=256 --layers=4 --batch=8 --new_tokens=32   # quicker
   python -m benchmarks.rollout --decode_layout=rows  # the accelerator-style decode step, on CPU
-  PRORL_JAX_NATIVE_MATMUL=0 python -m benchmarks.rollout   # the column step with XLA's matmul instead of the native one
+  PRORL_JAX_NATIVE_KERNELS=0 python -m benchmarks.rollout  # the column step with XLA instead of the native kernels
   python -m benchmarks.rollout --tunix_python=/path/to/tunixvenv/bin/python
 """
 

@@ -17,7 +17,7 @@ On XLA:CPU both run far below the machine's matmul rate in the usual layouts, fo
 
 Figures (2-core development machine, 39M-param Qwen2 fp32, batch 32, 64 + 128 tokens: 25.8-27.7 ms per decode step in
 rows, 19.2-20.3 in columns with XLA's dot, ~16.5 with the native matmul) are in the README; `python -m
-benchmarks.rollout --decode_layout=rows|columns` reproduces them (`PRORL_JAX_NATIVE_MATMUL=0` for XLA's dot).
+benchmarks.rollout --decode_layout=rows|columns` reproduces them (`PRORL_JAX_NATIVE_KERNELS=0` for XLA alone).
 Rotary angles are looked up per position in a table over the cache's positions (XLA hoists it out of the decode
 loop) rather than computed in each layer's q and k fusions, which recomputed them per head.
 The step computes the logits of `qwen2.decode_step` (the same products, summed in another order; the tests hold
@@ -27,12 +27,12 @@ transposed copy of a prefilled `KVCache`, both made once per decode loop, outsid
 
 from __future__ import annotations
 
-import math
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 
+from kernels.column_attention import column_attention
 from kernels.column_matmul import column_matmul
 from prorl_jax.models.config import Qwen2Config
 from prorl_jax.models.layers import rotary_cos_sin
@@ -152,26 +152,8 @@ def from_column_cache(cache: ColumnCache) -> KVCache:
 
 def attention_columns(q: jax.Array, keys: jax.Array, values: jax.Array, lengths: jax.Array) -> jax.Array:
   """`kernels.decode_attention_reference` on the column layout: q `[B, Hq, D]`, keys `[B, Hkv, D, S]`, values
-  `[B, Hkv, S, D]`, lengths `[B]` -> `[B, Hq, D]` in q's dtype (fp32 logits and softmax; a length-0 row gives 0)."""
-  batch, num_q_heads, head_dim = q.shape
-  _, num_kv_heads, _, max_len = keys.shape
-  dtype = keys.dtype
-  # XLA:CPU computes fp32 dots in full precision either way, and its HIGHEST path is ~25% slower on these tiny
-  # batched products; elsewhere (a forced columns layout on an accelerator) fp32 must not drop to TF32 / bf16.
-  exact = dtype == jnp.float32 and jax.default_backend() != "cpu"
-  precision = jax.lax.Precision.HIGHEST if exact else None
-  qg = q.astype(dtype).reshape(batch, num_kv_heads, num_q_heads // num_kv_heads, head_dim)
-  logits = jnp.einsum("bkgd,bkds->bkgs", qg, keys, precision=precision,
-                      preferred_element_type=jnp.float32) * head_dim ** -0.5
-  valid = jnp.arange(max_len, dtype=jnp.int32)[None, :] < jnp.clip(lengths, 0, max_len)[:, None]
-  logits = jnp.where(valid[:, None, None, :], logits, -jnp.inf)
-  m = jnp.max(logits, axis=-1, keepdims=True)
-  p = jnp.exp(logits - jnp.where(jnp.isfinite(m), m, 0.0))
-  denom = jnp.sum(p, axis=-1, keepdims=True)
-  out = jnp.einsum("bkgs,bksd->bkgd", p.astype(dtype), values, precision=precision,
-                   preferred_element_type=jnp.float32)
-  out = out / jnp.where(denom == 0.0, 1.0, denom)
-  return out.reshape(batch, num_q_heads, head_dim).astype(q.dtype)
+  `[B, Hkv, S, D]`, lengths `[B]` -> `[B, Hq, D]` (`kernels.column_attention`: native on CPU where it builds)."""
+  return column_attention(q, keys, values, lengths)
 
 
 def _rms_norm(x: jax.Array, weight: jax.Array, config: Qwen2Config) -> jax.Array:
