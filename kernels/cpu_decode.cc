@@ -1,12 +1,13 @@
 // Native pieces of a CPU decode step for x86-64 CPUs with AVX-512F, as XLA FFI custom calls; built and registered by
 // kernels/cpu_native.py.
 //
-// ProrlColumnMatmul: y[M, N] = w[M, K] @ x[K, N] in float32 (kernels/column_matmul.py). The decode step of a CPU sampler multiplies every weight matrix
-// `[out, in]` by a few activation columns (N = the batch, 16-64); XLA:CPU's library matmul reaches ~70% of the
-// machine's fp32 rate on such products, and less on the smaller ones, where splitting the work over threads costs
-// as much as the work. This kernel keeps a block of 8 weight rows x 32 columns of y in 16 registers, reads the
-// weights once, in order, prefetching the next block's rows, and splits the row blocks over XLA's own intra-op
-// thread pool (the calling thread works too, so nothing waits on a thread that never wakes).
+// ProrlColumnMatmul: y[M, N] = w[M, K] @ x[K, N] in float32 (kernels/column_matmul.py). The decode step of a CPU
+// sampler multiplies every weight matrix `[out, in]` by a few activation columns (N = the batch, 16-64); XLA:CPU's
+// library matmul reaches ~70% of the machine's fp32 rate on such products, and less on the smaller ones, where
+// splitting the work over threads costs as much as the work. This kernel keeps a block of 8 weight rows x 32
+// columns of y in 16 registers, reads the weights once, in order, prefetching the next block's rows, and splits the
+// row blocks over XLA's own intra-op thread pool (the calling thread works too, so nothing waits on a thread that
+// never wakes).
 //
 // Layouts: all row-major. N must be a multiple of 16 (the Python side pads the columns). Each output element is a
 // float32 sum over k in increasing order.
@@ -31,7 +32,7 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// Only the kernel is compiled for AVX-512; the rest of the library (and ProrlColumnMatmulSupported) runs anywhere.
+// Only the kernels are compiled for AVX-512; the rest of the library (and ProrlCpuDecodeSupported) runs anywhere.
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
 
@@ -49,7 +50,9 @@ inline void Block(const float* w, int64_t k_dim, const float* x, int64_t ldx, fl
     if (k % kPrefetch == 0) {
       // The same rows of the next block: weights stream from DRAM once per step and the hardware prefetcher
       // alone leaves the FMA units waiting (measured: 170 -> 212 GF/s on a [32000, 512] x [512, 32] product).
-      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(w + (r + kRows) * k_dim + k), _MM_HINT_T0);
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + (r + kRows) * k_dim + k), _MM_HINT_T0);
+      }
     }
     __m512 xv[V];
     for (int v = 0; v < V; ++v) xv[v] = _mm512_loadu_ps(x + k * ldx + 16 * v);
@@ -158,7 +161,8 @@ void AttendOne(const float* q, const float* keys, const float* values, int64_t g
       __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
       for (int64_t s = 0; s < len; ++s) {
         if (g == 0 && s < next_len) {
-          for (int64_t j = 0; j < nv; ++j) _mm_prefetch(reinterpret_cast<const char*>(next_values + s * d_dim + d0 + 16 * j), _MM_HINT_T0);
+          const float* next = next_values + s * d_dim + d0;
+          for (int64_t j = 0; j < nv; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + 16 * j), _MM_HINT_T0);
         }
         const __m512 p = _mm512_set1_ps(lg[s]);
         const float* vs = values + s * d_dim + d0;
@@ -178,7 +182,8 @@ class ParallelFor {
  public:
   static void Run(ffi::ThreadPool& pool, int64_t items, std::function<void(int64_t, int64_t)> fn) {
     const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-    auto job = std::shared_ptr<ParallelFor>(new ParallelFor(items, std::min<int64_t>(items, 4 * threads), std::move(fn)));
+    auto job = std::shared_ptr<ParallelFor>(
+        new ParallelFor(items, std::min<int64_t>(items, 4 * threads), std::move(fn)));
     for (int64_t t = 1; t < threads && t < job->parts_; ++t) pool.Schedule([job] { job->Work(); });
     job->Work();
     for (int spins = 0; job->done_.load(std::memory_order_acquire) < job->parts_; ++spins) {

@@ -35,8 +35,17 @@ _state: tuple[bool, str] | None = None  # (available, reason), set once per proc
 
 
 def _cache_dir() -> Path:
-  root = os.environ.get("PRORL_JAX_KERNEL_CACHE") or os.path.join(Path.home(), ".cache", "prorl_jax", "kernels")
-  return Path(root)
+  """`$PRORL_JAX_KERNEL_CACHE`, else `~/.cache/prorl_jax/kernels`, else (home not writable) a per-user temp dir."""
+  if os.environ.get("PRORL_JAX_KERNEL_CACHE"):
+    return Path(os.environ["PRORL_JAX_KERNEL_CACHE"])
+  home = Path.home() / ".cache" / "prorl_jax" / "kernels"
+  try:
+    home.mkdir(parents=True, exist_ok=True)
+    if os.access(home, os.W_OK):
+      return home
+  except OSError:
+    pass
+  return Path(tempfile.gettempdir()) / f"prorl_jax_kernels_{os.getuid()}"
 
 
 def _build(cxx: str) -> Path:

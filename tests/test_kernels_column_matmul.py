@@ -135,3 +135,15 @@ def test_build_is_cached_per_source(tmp_path):
   mtime = libs[0].stat().st_mtime_ns
   assert _status_in_subprocess(tmp_path).startswith("native")
   assert [p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("cpu_decode-*.so")] == [mtime]
+
+
+@pytest.mark.skipif(not NATIVE_EXPECTED, reason="needs an AVX-512 x86-64 CPU and g++")
+def test_unusable_home_cache_builds_in_a_temp_dir(tmp_path):
+  home = tmp_path / "home-is-a-file"
+  home.write_text("")
+  code = "from kernels import cpu_native; print(cpu_native.native_status())"
+  env = {k: v for k, v in os.environ.items() if k != "PRORL_JAX_KERNEL_CACHE"}
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                       env={**env, "HOME": str(home), "TMPDIR": str(tmp_path)},
+                       cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert out.stdout.startswith("native") and str(tmp_path / "prorl_jax_kernels_") in out.stdout, out.stdout
