@@ -31,7 +31,7 @@ SWITCH = "PRORL_JAX_NATIVE_KERNELS"
 _SOURCE = Path(__file__).with_name("cpu_decode.cc")
 _FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC")
 _lock = threading.Lock()
-_state: tuple[bool, str] | None = None  # (available, reason), set once per process by _load
+_state: tuple[bool, str] | None = None  # (available, reason), set once per process by `available`
 
 
 def _cache_dir() -> Path:
@@ -98,15 +98,15 @@ def available() -> bool:
   with _lock:
     if _state is None:
       _state = _try_load()
-      log.info("CPU decode kernels: %s", native_status_of(_state))
+      log.info("CPU decode kernels: %s", _describe(_state))
   return _state[0]
 
 
-def native_status_of(state: tuple[bool, str]) -> str:
+def _describe(state: tuple[bool, str]) -> str:
   return state[1] if state[0] else f"xla ({state[1]})"
 
 
 def native_status() -> str:
   """Which implementation the CPU decode kernels use, and why: "native ..." or "xla (reason)"."""
   available()
-  return native_status_of(_state)
+  return _describe(_state)

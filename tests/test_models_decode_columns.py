@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from kernels.column_attention import column_attention
 from kernels.decode_attention_reference import decode_attention_reference
 from prorl_jax import models
 
@@ -85,7 +86,7 @@ def test_column_attention_equals_the_reference(group):
   v = rng.normal(size=(batch, max_len, kv_heads, head_dim)).astype(np.float32)
   lengths = np.array([0, 1, 17, max_len, max_len + 4], np.int32)  # empty, one, ragged, full, past the end
   cols = models.to_column_cache(models.KVCache((jnp.asarray(k),), (jnp.asarray(v),)))
-  got = jax.jit(models.decode_columns.attention_columns)(q, cols.keys[0], cols.values[0], lengths)
+  got = jax.jit(column_attention)(q, cols.keys[0], cols.values[0], lengths)
   want = decode_attention_reference(q, k, v, lengths)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
   assert not np.asarray(got)[0].any()  # a length-0 row gives zeros

@@ -27,7 +27,6 @@ transposed copy of a prefilled `KVCache`, both made once per decode loop, outsid
 
 from __future__ import annotations
 
-
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -150,12 +149,6 @@ def from_column_cache(cache: ColumnCache) -> KVCache:
                  tuple(jnp.transpose(v, (0, 2, 1, 3)) for v in cache.values))
 
 
-def attention_columns(q: jax.Array, keys: jax.Array, values: jax.Array, lengths: jax.Array) -> jax.Array:
-  """`kernels.decode_attention_reference` on the column layout: q `[B, Hq, D]`, keys `[B, Hkv, D, S]`, values
-  `[B, Hkv, S, D]`, lengths `[B]` -> `[B, Hq, D]` (`kernels.column_attention`: native on CPU where it builds)."""
-  return column_attention(q, keys, values, lengths)
-
-
 def _rms_norm(x: jax.Array, weight: jax.Array, config: Qwen2Config) -> jax.Array:
   """`layers.RMSNorm` over the feature axis 0 of `x` `[H, B]`."""
   x32 = x.astype(jnp.float32)
@@ -206,7 +199,7 @@ def decode_step_columns(config: Qwen2Config, weights: ColumnWeights, tokens: jax
     # Advanced indices around a slice put the row axis first: both updates are [B, Hkv, D].
     k_cache = k_cache.at[rows, :, :, positions].set(jnp.transpose(k, (2, 0, 1)).astype(k_cache.dtype), mode="drop")
     v_cache = v_cache.at[rows, :, positions].set(jnp.transpose(v, (2, 0, 1)).astype(v_cache.dtype), mode="drop")
-    out = attention_columns(jnp.transpose(q, (2, 0, 1)), k_cache, v_cache, attend)
+    out = column_attention(jnp.transpose(q, (2, 0, 1)), k_cache, v_cache, attend)
     x = x + _matmul(weights.o[i], out.reshape(b, hq * d).T, c)
     h = _rms_norm(x, weights.post_norm[i], c)
     gate, up = _matmul(weights.gate[i], h, c), _matmul(weights.up[i], h, c)
