@@ -90,6 +90,10 @@ void Rows(const float* w, const float* x, float* y, int64_t k_dim, int64_t n, in
   }
 }
 
+// Lanes of a 16-position chunk that hold positions before the end, `left` positions away (all 16 when left >= 16).
+inline __mmask16 TailMask(int64_t left) {
+  return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+}
 
 // exp(x) for float32 lanes: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by its degree-7 Taylor polynomial (relative error
 // < 2e-7 before rounding), times 2^n by scalef. exp(-inf) = 0; softmax arguments are <= 0, so no overflow.
@@ -127,7 +131,7 @@ void AttendOne(const float* q, const float* keys, const float* values, int64_t g
     return;
   }
   for (int64_t s0 = 0; s0 < len; s0 += 16) {
-    const __mmask16 m = len - s0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (len - s0)) - 1);
+    const __mmask16 m = TailMask(len - s0);
     __m512 acc[kMaxGroup];
     for (int64_t g = 0; g < g_dim; ++g) acc[g] = _mm512_setzero_ps();
     const bool fetch = s0 < next_len;
@@ -143,13 +147,13 @@ void AttendOne(const float* q, const float* keys, const float* values, int64_t g
     float* lg = logits + g * s_dim;
     __m512 mx = _mm512_set1_ps(-INFINITY);
     for (int64_t s0 = 0; s0 < len; s0 += 16) {
-      const __mmask16 m = len - s0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (len - s0)) - 1);
+      const __mmask16 m = TailMask(len - s0);
       mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, lg + s0));
     }
     const __m512 mv = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
     __m512 den = _mm512_setzero_ps();
     for (int64_t s0 = 0; s0 < len; s0 += 16) {
-      const __mmask16 m = len - s0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (len - s0)) - 1);
+      const __mmask16 m = TailMask(len - s0);
       const __m512 e = _mm512_maskz_mov_ps(m, Exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, lg + s0), mv)));
       _mm512_mask_storeu_ps(lg + s0, m, e);
       den = _mm512_add_ps(den, e);
