@@ -7,8 +7,8 @@ sequence of a mini-batch: the old policy's and the reference's log-prob forwards
 policy's forward+backward (6·P_eff), so 10·P_eff per token plus attention (5 x a forward's). The LM head only
 runs on the response positions (log-probs of the prompt are never needed).
 
-Peak FLOP/s: a table of dense bf16 tensor throughput for known accelerators (vendor data sheets), or a measured
-jitted matmul for others (the CPU).
+Peak FLOP/s: the chip table's dense bf16 throughput for known accelerators (`prorl_jax.parallel.chips`), or a
+measured jitted matmul for others (the CPU).
 """
 
 from __future__ import annotations
@@ -20,23 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from prorl_jax.models import Qwen2Config
-
-# Dense (no sparsity) peak FLOP/s per device from vendor data sheets, by substrings of `device.device_kind`.
-# bf16 tensor-core / MXU throughput; float32 matmuls on NVIDIA run as TF32 at half of it under JAX's default
-# precision.
-PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
-    ("H200", 989e12),
-    ("H100", 989e12),  # SXM; the PCIe card is 756e12
-    ("A100", 312e12),
-    ("L40S", 362e12),
-    ("A10G", 70e12),  # 140e12 with sparsity
-    ("TPU v6", 918e12),  # Trillium
-    ("TPU v5p", 459e12),
-    ("TPU v5 lite", 197e12),  # v5e
-    ("TPU v5e", 197e12),
-    ("TPU v4", 275e12),
-)
-
+from prorl_jax.parallel import chips
 
 def forward_flops_per_sequence(config: Qwen2Config, prompt_len: int, response_len: int) -> float:
   """FLOPs of one log-prob forward over a `[prompt_len + response_len]` sequence: every layer's matmuls and
@@ -62,15 +46,16 @@ def update_flops_per_token(config: Qwen2Config, prompt_len: int, response_len: i
 
 
 def peak_flops_from_table(device: Any = None, dtype: Any = jnp.bfloat16) -> float | None:
-  """Peak dense FLOP/s of `device` (default: the first device) for matmuls in `dtype`, or None if unknown."""
+  """Peak dense FLOP/s of `device` (default: the first device) for matmuls in `dtype` from the chip table
+  (`prorl_jax.parallel.chips`), or None if unknown. float32 matmuls on NVIDIA run as TF32 at half the bf16 rate
+  under JAX's default precision."""
   device = device or jax.devices()[0]
-  kind = getattr(device, "device_kind", "")
-  for key, bf16 in PEAK_BF16_FLOPS:
-    if key.lower() in kind.lower():
-      if jnp.dtype(dtype) == jnp.float32 and device.platform == "gpu":
-        return bf16 / 2
-      return bf16
-  return None
+  chip = chips.chip_for_kind(getattr(device, "device_kind", ""))
+  if chip is None:
+    return None
+  if jnp.dtype(dtype) == jnp.float32 and device.platform == "gpu":
+    return chip.peak_bf16_flops / 2
+  return chip.peak_bf16_flops
 
 
 def measure_matmul_flops(n: int = 1024, dtype: Any = jnp.float32, repeats: int = 10, device: Any = None) -> float:
