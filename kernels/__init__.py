@@ -12,8 +12,9 @@ from kernels.column_matmul import column_matmul, column_matmul_reference
 from kernels.cpu_native import native_status
 from kernels.decode_attention import combine_splits, decode_attention
 from kernels.decode_attention_reference import decode_attention_reference
-from kernels.decode_attention_select import IMPLS, KernelCase, KernelChoice, sampler_kernel_cases, select_impl
+from kernels.decode_attention_select import (IMPLS, KernelCase, KernelChoice, sampler_kernel_cases, select_impl,
+                                             target_platform)
 
 __all__ = ["IMPLS", "KernelCase", "KernelChoice", "column_attention", "column_attention_reference", "column_matmul",
            "column_matmul_reference", "combine_splits", "decode_attention", "decode_attention_reference",
-           "native_status", "sampler_kernel_cases", "select_impl"]
+           "native_status", "sampler_kernel_cases", "select_impl", "target_platform"]

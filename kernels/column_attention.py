@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kernels import cpu_native
+from kernels.decode_attention_select import target_platform
 
 MAX_GROUP = 16  # query heads per kv head the native kernel takes
 
@@ -26,7 +27,7 @@ def column_attention_reference(q: jax.Array, keys: jax.Array, values: jax.Array,
   dtype = keys.dtype
   # XLA:CPU computes fp32 dots in full precision either way, and its HIGHEST path is ~25% slower on these tiny
   # batched products; elsewhere (a forced columns layout on an accelerator) fp32 must not drop to TF32 / bf16.
-  exact = dtype == jnp.float32 and jax.default_backend() != "cpu"
+  exact = dtype == jnp.float32 and target_platform() != "cpu"
   precision = jax.lax.Precision.HIGHEST if exact else None
   qg = q.astype(dtype).reshape(batch, num_kv_heads, num_q_heads // num_kv_heads, head_dim)
   logits = jnp.einsum("bkgd,bkds->bkgs", qg, keys, precision=precision,

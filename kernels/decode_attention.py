@@ -1,10 +1,12 @@
 """Ragged grouped-query decode attention: one new token per row against a KV cache with per-row lengths.
 
 `decode_attention` is the entry point the sampler calls inside its jitted `lax.while_loop`. It picks (at trace
-time, see `select_impl`) a Pallas kernel where one compiles for the platform (Triton on GPUs, Mosaic on TPUs) and
-the plain-jnp `decode_attention_reference` elsewhere, logs the choice once per configuration, and merges the
+time, see `select_impl`) a Pallas kernel where one compiles for the target platform (Triton on GPUs, Mosaic on
+TPUs) and the plain-jnp `decode_attention_reference` elsewhere, logs the choice once per configuration, and merges the
 kernel's per-split partials (flash-decoding: Dao et al. 2023). The kernels skip every cache block past a row's
 length, so a length-0 (finished) row costs nothing and a ragged batch costs its valid tokens, not its max length.
+The target platform is that of the context mesh's devices (`target_platform`), so a program compiled for a TPU
+topology from a CPU host holds the Mosaic kernel a TPU host would compile.
 
 Forward only: `pallas_call` has no reverse-mode rule, and decoding needs none. Use the reference (or the model's
 full attention) under `jax.grad`.
@@ -135,8 +137,9 @@ def decode_attention(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengt
       "pallas_mosaic_tpu".
     block_k, num_splits: override the kernel's block heuristics (see `select_impl`).
     interpret: run the kernel in Pallas interpret mode; default only where it cannot compile natively.
-    platform: choose as for this platform instead of `jax.default_backend()` (e.g. "cuda" or "tpu" when lowering
-      for an accelerator from a CPU host).
+    platform: choose as for this platform instead of `target_platform()` (the devices of the context mesh set by
+      `jax.set_mesh`, else `jax.default_backend()`), e.g. "cuda" or "tpu" when lowering for an accelerator from a
+      CPU host without a mesh.
 
   Returns:
     `[batch, num_q_heads, head_dim]` in q's dtype. q is cast to the cache dtype; softmax and accumulation are fp32.

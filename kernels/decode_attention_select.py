@@ -36,6 +36,16 @@ TPU_VMEM_BUDGET = 12 * 1024 * 1024  # below the 16 MiB default scoped VMEM of v5
 TPU_MAX_HEADS_PER_BLOCK = 8
 
 
+def target_platform() -> str:
+  """The platform a program is being compiled for: that of the context mesh's devices (inside
+  `jax.set_mesh(mesh)`, e.g. compile-only TPU devices of a topology on a CPU host), else `jax.default_backend()`."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = getattr(mesh, "abstract_device", None)
+  if not mesh.empty and device is not None:
+    return device.platform
+  return jax.default_backend()
+
+
 @dataclasses.dataclass(frozen=True)
 class KernelChoice:
   """The implementation `decode_attention` runs for one configuration.
@@ -197,7 +207,8 @@ def select_impl(q_shape: Any, k_shape: Any, dtype: Any, *, platform: str | None 
     q_shape: `[batch, num_q_heads, head_dim]` (a shape or an array).
     k_shape: `[batch, max_len, num_kv_heads, head_dim]` (a shape or an array).
     dtype: the cache dtype (the kernels compute in it).
-    platform: target platform ("cpu", "gpu", "cuda", "rocm", "tpu"); default `jax.default_backend()`.
+    platform: target platform ("cpu", "gpu", "cuda", "rocm", "tpu"); default `target_platform()`: the context
+      mesh's devices, else `jax.default_backend()`.
     impl: "auto" (the platform's kernel where it supports the shapes, else the reference), "pallas" (the platform's
       kernel; on CPU, Triton's, else Mosaic's, in interpret mode), "reference", or a kernel by name
       ("pallas_triton", "pallas_mosaic_tpu").
@@ -211,7 +222,7 @@ def select_impl(q_shape: Any, k_shape: Any, dtype: Any, *, platform: str | None 
     raise ValueError(f"decode_attention: impl must be one of {IMPLS}, got {impl!r}")
   q_shape, k_shape = _shape(q_shape), _shape(k_shape)
   dtype = jnp.dtype(dtype)
-  platform = platform or jax.default_backend()
+  platform = platform or target_platform()
   family = _family(platform)
   if impl == REFERENCE:
     return KernelChoice(REFERENCE, platform, reason="requested (impl='reference')")

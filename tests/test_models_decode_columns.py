@@ -35,7 +35,7 @@ def test_column_steps_equal_row_steps_and_the_full_forward(tied, kv_heads):
   seqs = rng.randint(0, config.vocab_size, size=(3, total))
   full = np.asarray(models.forward(config, params, seqs))
   rows_cache = _prefilled(config, params, seqs, lengths, total + 3)
-  cols_cache = models.to_column_cache(rows_cache)
+  cols_cache = models.to_column_cache(config, rows_cache)
   weights = models.column_weights(config, params)
   row_step = jax.jit(models.decode_step, static_argnums=0)
   col_step = jax.jit(models.decode_step_columns, static_argnums=0)
@@ -56,7 +56,7 @@ def test_inactive_rows_attend_to_nothing_and_active_rows_are_unaffected():
   params = models.init_params(config, jax.random.key(1))
   seqs = np.random.RandomState(1).randint(0, config.vocab_size, size=(2, 6))
   full = np.asarray(models.forward(config, params, seqs))
-  cache = models.to_column_cache(_prefilled(config, params, seqs, np.array([3, 3]), 8))
+  cache = models.to_column_cache(config, _prefilled(config, params, seqs, np.array([3, 3]), 8))
   logits, _ = models.decode_step_columns(config, models.column_weights(config, params), seqs[:, 3],
                                          np.array([3, 3]), cache, active=np.array([True, False]))
   np.testing.assert_allclose(np.asarray(logits)[:, 0], full[0, 3], atol=1e-4)
@@ -72,7 +72,7 @@ def test_bf16_column_step_close_to_row_step():
   want, _ = models.decode_step(config, params, seqs[np.arange(2), positions], positions, rows_cache)
   got, cache = models.decode_step_columns(config, models.column_weights(config, params),
                                           seqs[np.arange(2), positions], positions,
-                                          models.to_column_cache(rows_cache))
+                                          models.to_column_cache(config, rows_cache))
   assert cache.keys[0].dtype == jnp.bfloat16 and got.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(got).T, np.asarray(want), atol=0.1)
 
@@ -85,7 +85,9 @@ def test_column_attention_equals_the_reference(group):
   k = rng.normal(size=(batch, max_len, kv_heads, head_dim)).astype(np.float32)
   v = rng.normal(size=(batch, max_len, kv_heads, head_dim)).astype(np.float32)
   lengths = np.array([0, 1, 17, max_len, max_len + 4], np.int32)  # empty, one, ragged, full, past the end
-  cols = models.to_column_cache(models.KVCache((jnp.asarray(k),), (jnp.asarray(v),)))
+  config = _config(num_attention_heads=kv_heads * group, num_key_value_heads=kv_heads, hidden_size=kv_heads * group * head_dim)
+  merged = lambda x: jnp.asarray(x.reshape(batch, max_len, kv_heads * head_dim))  # the model's cache layout
+  cols = models.to_column_cache(config, models.KVCache((merged(k),), (merged(v),)))
   got = jax.jit(column_attention)(q, cols.keys[0], cols.values[0], lengths)
   want = decode_attention_reference(q, k, v, lengths)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
@@ -94,9 +96,10 @@ def test_column_attention_equals_the_reference(group):
 
 def test_column_cache_round_trips_exactly():
   rng = np.random.RandomState(3)
-  cache = models.KVCache(tuple(jnp.asarray(rng.normal(size=(2, 7, 3, 4)), jnp.float32) for _ in range(2)),
-                         tuple(jnp.asarray(rng.normal(size=(2, 7, 3, 4)), jnp.float32) for _ in range(2)))
-  cols = models.to_column_cache(cache)
+  config = _config(num_attention_heads=3, num_key_value_heads=3, hidden_size=12)  # head_dim 4
+  cache = models.KVCache(tuple(jnp.asarray(rng.normal(size=(2, 7, 12)), jnp.float32) for _ in range(2)),
+                         tuple(jnp.asarray(rng.normal(size=(2, 7, 12)), jnp.float32) for _ in range(2)))
+  cols = models.to_column_cache(config, cache)
   chex.assert_shape(cols.keys, [(2, 3, 4, 7)] * 2)
   chex.assert_shape(cols.values, [(2, 3, 7, 4)] * 2)
   chex.assert_trees_all_equal(models.from_column_cache(cols), cache)
@@ -116,9 +119,10 @@ def test_decode_windows_split_the_generated_span():
 
 def test_grow_column_cache_pads_positions_with_zeros():
   rng = np.random.RandomState(4)
-  cache = models.KVCache((jnp.asarray(rng.normal(size=(2, 9, 3, 4)), jnp.float32),),
-                         (jnp.asarray(rng.normal(size=(2, 9, 3, 4)), jnp.float32),))
-  short = models.to_column_cache(cache, 5)
+  config = _config(num_attention_heads=3, num_key_value_heads=3, hidden_size=12, num_hidden_layers=1)
+  cache = models.KVCache((jnp.asarray(rng.normal(size=(2, 9, 12)), jnp.float32),),
+                         (jnp.asarray(rng.normal(size=(2, 9, 12)), jnp.float32),))
+  short = models.to_column_cache(config, cache, 5)
   chex.assert_shape((short.keys[0], short.values[0]), [(2, 3, 4, 5), (2, 3, 5, 4)])
   grown = models.from_column_cache(models.grow_column_cache(short, 9))
   np.testing.assert_array_equal(np.asarray(grown.keys[0][:, :5]), np.asarray(cache.keys[0][:, :5]))

@@ -125,10 +125,10 @@ def test_decode_estimate_matches_compiled(sizes):
   else:
     smp = rollout.Sampler(cfg, mesh=mesh)
     params = jax.device_put(params, smp._param_shardings(params))
-    prefill, decode = smp._sharded_fns(params, sampling, (), new, samples, (prompts, prompt_len))
+    programs = smp.chunk_programs(params, sampling, (), new, samples, (prompts, prompt_len))
     with jax.set_mesh(smp.mesh):
-      state = jax.eval_shape(prefill, params, ids, lengths, live, keys)
-      compiled = decode.lower(params, state).compile()
+      state = jax.eval_shape(programs.prefill, params, ids, lengths, live, keys)
+      compiled = programs.decode.lower(params, state).compile()
   stats = compiled.memory_analysis()
   est = memory.estimate_rollout(cfg, rows=prompts * samples, prompt_len=prompt_len, max_new_tokens=new,
                                 num_prompts=prompts, mesh=mesh)

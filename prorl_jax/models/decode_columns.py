@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from kernels.column_attention import column_attention
 from kernels.column_matmul import column_matmul
+from kernels.decode_attention_select import target_platform
 from prorl_jax.models.config import Qwen2Config
 from prorl_jax.models.layers import rotary_cos_sin
 from prorl_jax.models.qwen2 import KVCache, init_params
@@ -41,8 +42,10 @@ from prorl_jax.models.qwen2 import KVCache, init_params
 DECODE_LAYOUTS = ("auto", "rows", "columns")
 
 
-def resolve_decode_layout(config: Qwen2Config, decode_layout: str, num_devices: int) -> str:
-  """"rows" (`qwen2.decode_step`) or "columns" (`decode_step_columns`) for a decode loop over `num_devices` devices.
+def resolve_decode_layout(config: Qwen2Config, decode_layout: str, num_devices: int,
+                          platform: str | None = None) -> str:
+  """"rows" (`qwen2.decode_step`) or "columns" (`decode_step_columns`) for a decode loop over `num_devices` devices
+  of `platform` (default `kernels.target_platform()`: the context mesh's devices, else the default backend).
 
   "auto" is columns on one CPU device when the config's decode attention is the XLA reference (the column step has
   its own jnp attention), rows elsewhere: accelerators run the Pallas kernel on the `[B, S, Hkv, D]` cache, and
@@ -52,7 +55,8 @@ def resolve_decode_layout(config: Qwen2Config, decode_layout: str, num_devices: 
     raise ValueError(f"decode_layout must be one of {DECODE_LAYOUTS}, got {decode_layout!r}")
   if decode_layout != "auto":
     return decode_layout
-  cpu_reference = jax.default_backend() == "cpu" and config.attention_impl in ("auto", "reference")
+  platform = platform or target_platform()
+  cpu_reference = platform == "cpu" and config.attention_impl in ("auto", "reference")
   return "columns" if cpu_reference and num_devices == 1 else "rows"
 
 
@@ -114,12 +118,13 @@ def column_weights(config: Qwen2Config, params: dict) -> ColumnWeights:
                        embedding=embedding, head=head)
 
 
-def to_column_cache(cache: KVCache, length: int | None = None) -> ColumnCache:
-  """A `qwen2.KVCache` (`[B, S, Hkv, D]` per layer) in the column layout, optionally only its first `length`
+def to_column_cache(config: Qwen2Config, cache: KVCache, length: int | None = None) -> ColumnCache:
+  """A `qwen2.KVCache` (`[B, S, Hkv * D]` per layer) in the column layout, optionally only its first `length`
   positions."""
   length = cache.keys[0].shape[1] if length is None else length
-  return ColumnCache(tuple(jnp.transpose(k[:, :length], (0, 2, 3, 1)) for k in cache.keys),
-                     tuple(jnp.transpose(v[:, :length], (0, 2, 1, 3)) for v in cache.values))
+  heads = lambda x: x[:, :length].reshape(x.shape[0], length, config.num_key_value_heads, config.dims_per_head)
+  return ColumnCache(tuple(jnp.transpose(heads(k), (0, 2, 3, 1)) for k in cache.keys),
+                     tuple(jnp.transpose(heads(v), (0, 2, 1, 3)) for v in cache.values))
 
 
 def decode_windows(filled: int, cache_len: int, max_phases: int = 4, min_phase: int = 32) -> tuple[int, ...]:
@@ -145,8 +150,9 @@ def grow_column_cache(cache: ColumnCache, length: int) -> ColumnCache:
 
 def from_column_cache(cache: ColumnCache) -> KVCache:
   """The inverse of `to_column_cache`."""
-  return KVCache(tuple(jnp.transpose(k, (0, 3, 1, 2)) for k in cache.keys),
-                 tuple(jnp.transpose(v, (0, 2, 1, 3)) for v in cache.values))
+  merge = lambda x: x.reshape(*x.shape[:2], -1)
+  return KVCache(tuple(merge(jnp.transpose(k, (0, 3, 1, 2))) for k in cache.keys),
+                 tuple(merge(jnp.transpose(v, (0, 2, 1, 3))) for v in cache.values))
 
 
 def _rms_norm(x: jax.Array, weight: jax.Array, config: Qwen2Config) -> jax.Array:

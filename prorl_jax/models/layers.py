@@ -120,19 +120,22 @@ class Attention(nn.Module):
 
   def decode(self, x: jax.Array, cos: jax.Array, sin: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
              write_index: jax.Array, attend_lengths: jax.Array):
-    """One token per row: x `[B, 1, H]`; writes its k/v at `write_index` `[B]` of the caches `[B, S, Hkv, D]`,
+    """One token per row: x `[B, 1, H]`; writes its k/v at `write_index` `[B]` of the caches `[B, S, Hkv * D]`,
     then attends to cache positions `[0, attend_lengths[b])`. Returns (out `[B, 1, H]`, k_cache, v_cache)."""
     q, k, v = self._qkv(x, cos, sin)
-    rows = jnp.arange(x.shape[0])
-    k_cache = k_cache.at[rows, write_index].set(k[:, 0].astype(k_cache.dtype), mode="drop")
-    v_cache = v_cache.at[rows, write_index].set(v[:, 0].astype(v_cache.dtype), mode="drop")
-    out = _decode_attention(self.config, q[:, 0], k_cache, v_cache, attend_lengths)
+    b = x.shape[0]
+    rows = jnp.arange(b)
+    k_cache = k_cache.at[rows, write_index].set(k[:, 0].reshape(b, -1).astype(k_cache.dtype), mode="drop")
+    v_cache = v_cache.at[rows, write_index].set(v[:, 0].reshape(b, -1).astype(v_cache.dtype), mode="drop")
+    heads = lambda c: c.reshape(b, c.shape[1], self.config.num_key_value_heads, self.config.dims_per_head)
+    out = _decode_attention(self.config, q[:, 0], heads(k_cache), heads(v_cache), attend_lengths)
     return self.o_proj(out.reshape(x.shape[0], -1)).reshape(x.shape), k_cache, v_cache
 
 
 def _decode_attention(config: Qwen2Config, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
                       lengths: jax.Array) -> jax.Array:
-  """`kernels.decode_attention` for q `[B, Hq, D]`, caches `[B, S, Hkv, D]`, lengths `[B]` -> `[B, Hq, D]`.
+  """`kernels.decode_attention` for q `[B, Hq, D]`, caches `[B, S, Hkv, D]` (views of the merged-head cache),
+  lengths `[B]` -> `[B, Hq, D]`.
 
   Under a multi-device mesh (`jax.set_mesh`, as the sharded sampler traces) a Pallas kernel runs per shard in
   `shard_map`, over rows and, when they split evenly, kv heads (laid out by `prorl_jax.parallel.kv_cache_spec`):
@@ -147,9 +150,9 @@ def _decode_attention(config: Qwen2Config, q: jax.Array, k_cache: jax.Array, v_c
     return decode_attention(q, k_cache, v_cache, lengths, impl=impl)
   from prorl_jax.parallel.rules import kv_cache_spec
 
-  cache_spec = kv_cache_spec(config, k_cache.shape[0], k_cache.shape[1], mesh)
-  padded = tuple(cache_spec) + (None,) * (4 - len(cache_spec))
-  rows, heads = padded[0], padded[2]
+  merged = tuple(kv_cache_spec(config, k_cache.shape[0], k_cache.shape[1], mesh))
+  rows, heads = (merged + (None,) * 3)[0], (merged + (None,) * 3)[2]  # heads split whole, so the view splits alike
+  cache_spec = jax.sharding.PartitionSpec(rows, None, heads, None)
   q_spec = jax.sharding.PartitionSpec(rows, heads)
   kernel = jax.shard_map(lambda *a: decode_attention(*a, impl=impl), mesh=mesh,
                          in_specs=(q_spec, cache_spec, cache_spec, jax.sharding.PartitionSpec(rows)),

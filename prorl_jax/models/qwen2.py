@@ -6,7 +6,10 @@ checkpoint: `embed_tokens/embedding`, `layers_{i}/self_attn/q_proj/{kernel,bias}
 
 KV cache layout ("ragged"): row b's token at position p lives at cache index p, so a row's valid cache is the
 prefix `[0, length_b)`. Prompts are therefore prefilled right-padded; each row then decodes at its own position.
-This is what lets the decode-attention kernel skip everything past each row's length.
+This is what lets the decode-attention kernel skip everything past each row's length. Heads are stored merged,
+`[B, S, Hkv * D]`: the layout the TPU decode kernel reads blocks of (a `[.., Hkv, D]` array is tiled differently on
+TPU, and XLA would copy the whole cache into the kernel's layout on every step); a `[B, S, Hkv, D]` view of it is free
+on CPUs and GPUs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ Params = dict[str, Any]
 
 @flax.struct.dataclass
 class KVCache:
-  """Per-layer key/value caches, each `[batch, max_len, kv_heads, head_dim]` in the compute dtype."""
+  """Per-layer key/value caches, each `[batch, max_len, kv_heads * head_dim]` in the compute dtype."""
 
   keys: tuple[jax.Array, ...]
   values: tuple[jax.Array, ...]
@@ -182,9 +185,9 @@ def forward(config: Qwen2Config, params: Params, input_ids: jax.Array,
 
 
 def init_cache(config: Qwen2Config, batch_size: int, max_len: int, dtype: Any = None) -> KVCache:
-  """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt + response)."""
+  """An empty KV cache for `batch_size` rows of up to `max_len` tokens (prompt + response), `[B, S, Hkv * D]`."""
   dtype = config.compute_dtype if dtype is None else dtype
-  shape = (batch_size, max_len, config.num_key_value_heads, config.dims_per_head)
+  shape = (batch_size, max_len, config.num_key_value_heads * config.dims_per_head)
   zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers))
   return KVCache(keys=zeros, values=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers)))
 
@@ -209,8 +212,9 @@ def prefill(config: Qwen2Config, params: Params, input_ids: jax.Array, lengths: 
   module = _module(config)
   hidden, kvs = module.apply({"params": params}, input_ids, positions, _causal_mask(mask), method=Qwen2.prefill)
   last = hidden[jnp.arange(b), jnp.maximum(lengths - 1, 0)]
-  keys = tuple(kc.at[:, :t].set(k.astype(kc.dtype)) for kc, (k, _) in zip(cache.keys, kvs))
-  values = tuple(vc.at[:, :t].set(v.astype(vc.dtype)) for vc, (_, v) in zip(cache.values, kvs))
+  merge = lambda x, into: x.reshape(b, t, -1).astype(into.dtype)
+  keys = tuple(kc.at[:, :t].set(merge(k, kc)) for kc, (k, _) in zip(cache.keys, kvs))
+  values = tuple(vc.at[:, :t].set(merge(v, vc)) for vc, (_, v) in zip(cache.values, kvs))
   return project_to_vocab(config, last, head_weight(config, params)), KVCache(keys, values)
 
 

@@ -56,7 +56,7 @@ PARAM_AXES: Mapping[str, tuple[str | None, ...]] = {
     "norm/weight": (None,),  # [H]
     "lm_head/kernel": ("embed", "vocab"),  # [H, V] (absent with tied embeddings)
 }
-KV_CACHE_AXES = ("batch", None, "kv_heads", None)  # [B, S, Hkv, D] per layer, keys and values
+KV_CACHE_AXES = ("batch", None, "kv_heads")  # [B, S, Hkv * D] per layer, keys and values (split by whole heads)
 ROWS_AXES = ("batch",)  # dim 0 of anything per row: train batches [B, T], rollout buffers [B, N], lengths [B]
 
 
@@ -182,9 +182,9 @@ def rows_shardings(tree: Any, mesh: Mesh) -> Any:
 
 
 def kv_cache_spec(config: Qwen2Config, batch_size: int, cache_len: int, mesh: Mesh) -> P:
-  """Spec of one `[B, S, Hkv, D]` cache array: rows over ("data", "fsdp"), kv heads over tensor."""
-  shape = (batch_size, cache_len, config.num_key_value_heads, config.dims_per_head)
-  return spec_for(shape, KV_CACHE_AXES, mesh, TRAIN_RULES, name="kv_cache")
+  """Spec of one `[B, S, Hkv * D]` cache array: rows over ("data", "fsdp"), whole kv heads over tensor."""
+  shape = (batch_size, cache_len, config.num_key_value_heads * config.dims_per_head)
+  return spec_for(shape, KV_CACHE_AXES, mesh, TRAIN_RULES, _head_units(config), name="kv_cache")
 
 
 def kv_cache_shardings(config: Qwen2Config, batch_size: int, cache_len: int, mesh: Mesh) -> KVCache:

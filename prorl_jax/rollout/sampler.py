@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 
+from kernels.decode_attention_select import target_platform
 from prorl_jax import models
 from prorl_jax.parallel import mesh as mesh_lib
 from prorl_jax.parallel import rules
@@ -120,10 +121,10 @@ def _decode_head(config: models.Qwen2Config, params: models.Params) -> jax.Array
   A tied head is the embedding's transpose. XLA folds that transpose into the per-step dot, and XLA:CPU's matmul
   runs about 30% slower on the transposed `[vocab, hidden]` operand at decode batch sizes, so on CPU the loop gets a
   materialised copy (the barrier stops the fold). Accelerator matmuls take either layout at full speed, so there
-  the copy (vocab × hidden more memory) is skipped.
+  the copy (vocab × hidden more memory) is skipped. The platform is the one compiled for (`target_platform`).
   """
   head = models.head_weight(config, params)
-  if config.tie_word_embeddings and jax.default_backend() == "cpu":
+  if config.tie_word_embeddings and target_platform() == "cpu":
     head = jax.lax.optimization_barrier(head.copy())
   return head
 
@@ -149,7 +150,7 @@ def _decode_loop(config: models.Qwen2Config, sampling: SamplingParams, params: m
     step_fn = functools.partial(models.decode_step_columns, config, weights)
     select = select_tokens_vocab_major  # the column step's logits are [V, B]
     windows = models.decode_windows(cache_len - max_new_tokens, cache_len)
-    state = state.replace(cache=models.to_column_cache(state.cache, windows[0]))
+    state = state.replace(cache=models.to_column_cache(config, state.cache, windows[0]))
   else:
     step_fn = functools.partial(models.decode_step, config, params, head=_decode_head(config, params))
     select = select_tokens
@@ -209,12 +210,35 @@ def rows_per_chunk(config: models.Qwen2Config, *, prompt_len: int, max_new_token
   return int(prompts * num_samples)
 
 
-def _default_budget() -> int:
+DEFAULT_BUDGET_FRACTION = 0.4  # of a device's memory, for rollout chunks when no budget is given
+
+
+def default_memory_budget(bytes_limit: int | None) -> int:
+  """The rollout memory budget per device: `DEFAULT_BUDGET_FRACTION` of the device memory JAX may use
+  (`bytes_limit`), or 4 GiB where the device does not report it (CPUs)."""
+  return int(DEFAULT_BUDGET_FRACTION * bytes_limit) if bytes_limit else 4 * 1024**3
+
+
+def _local_bytes_limit() -> int | None:
   device = jax.local_devices()[0]  # jax.devices()[0] belongs to process 0 in a multi-process run
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-  if stats and "bytes_limit" in stats:
-    return int(0.4 * stats["bytes_limit"])
-  return 4 * 1024**3
+  return int(stats["bytes_limit"]) if stats and "bytes_limit" in stats else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPrograms:
+  """The jitted programs of one chunk shape under a mesh, and how their inputs are laid out (for running, and for
+  lowering with abstract arguments, e.g. for a topology with `prorl_jax.planning`).
+
+  `prefill(params, ids [P, T], lengths [P], live [P], keys [B])` -> `DecodeState`; `decode(params, state)` ->
+  `DecodeState` (donated).
+  """
+
+  prefill: Any
+  decode: Any
+  param_shardings: Any
+  input_shardings: tuple[Any, ...]
+  state_shardings: DecodeState
 
 
 class Sampler:
@@ -240,20 +264,44 @@ class Sampler:
   def __init__(self, config: models.Qwen2Config, *, pad_id: int = 0, memory_budget_bytes: int | None = None,
                max_rows_per_chunk: int | None = None, prompt_bucket: int = 32, mesh: Mesh | None = None,
                decode_layout: str = "auto"):
-    models.resolve_decode_layout(config, decode_layout, 1)  # checks the name
+    models.resolve_decode_layout(config, decode_layout, 1, "cpu")  # checks the name
     if decode_layout == "columns" and mesh is not None and mesh.size > 1:
       raise ValueError("decode_layout='columns' runs on one device; with a multi-device mesh use 'rows' or 'auto'")
     self.decode_layout = decode_layout
     self.config = config
     self.pad_id = int(pad_id)
-    self.memory_budget_bytes = memory_budget_bytes or _default_budget()
+    self.memory_budget_bytes = memory_budget_bytes or default_memory_budget(_local_bytes_limit())
     self.max_rows_per_chunk = max_rows_per_chunk
     self.prompt_bucket = prompt_bucket
     if mesh is not None and any(t != AxisType.Auto for t in mesh.axis_types):
       # Explicit axes (jax.make_mesh's default) would make every op sharding-typed; the sampler relies on GSPMD.
       mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
     self.mesh = mesh
+    # The platform the programs are compiled for: the mesh's devices (compile-only ones included), else the default.
+    self.platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
     self._sharded: dict[Any, Any] = {}
+
+  @property
+  def resolved_decode_layout(self) -> str:
+    """"rows" or "columns": what `decode_layout` means for this sampler's devices."""
+    return models.resolve_decode_layout(self.config, self.decode_layout, 1 if self.mesh is None else self.mesh.size,
+                                        self.platform)
+
+  def chunk_layout(self, longest_prompt: int, num_prompts: int, max_new_tokens: int,
+                   num_samples: int) -> tuple[int, int]:
+    """(padded prompt length, prompts per chunk) for `num_prompts` prompts of up to `longest_prompt` tokens: prompts
+    padded to a multiple of `prompt_bucket`; as many prompts per chunk as the memory budget (per device, times the
+    row shards) and `max_rows_per_chunk` allow, padded so every row shard holds the same number of whole rows."""
+    prompt_len = int(math.ceil(longest_prompt / self.prompt_bucket) * self.prompt_bucket)
+    shards = self._row_shards()
+    rows = shards * rows_per_chunk(self.config, prompt_len=prompt_len, max_new_tokens=max_new_tokens,
+                                   num_samples=num_samples, memory_budget_bytes=self.memory_budget_bytes)
+    if self.max_rows_per_chunk:
+      rows = min(rows, max(num_samples, self.max_rows_per_chunk // num_samples * num_samples))
+    prompts_per_chunk = max(1, min(rows // num_samples, num_prompts))
+    # Every row shard gets the same number of whole rows: pad the chunk with dead prompts to a multiple of this.
+    multiple = shards // math.gcd(shards, num_samples)
+    return prompt_len, -(-prompts_per_chunk // multiple) * multiple
 
   def generate(self, params: models.Params, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
                sampling: SamplingParams = SamplingParams(), num_samples: int = 1,
@@ -278,19 +326,10 @@ class Sampler:
     if row_ids.shape != (total,):
       raise ValueError(f"row_ids must have len(prompts) * num_samples = {total} entries, got {row_ids.shape}")
     longest = max(len(p) for p in prompts)
-    prompt_len = int(math.ceil(longest / self.prompt_bucket) * self.prompt_bucket)
+    prompt_len, prompts_per_chunk = self.chunk_layout(longest, len(prompts), max_new_tokens, num_samples)
     if prompt_len + max_new_tokens > self.config.max_position_embeddings:
       raise ValueError(f"prompt ({longest}) + max_new_tokens ({max_new_tokens}) exceeds the model's "
                        f"max_position_embeddings ({self.config.max_position_embeddings})")
-    shards = self._row_shards()
-    rows = shards * rows_per_chunk(self.config, prompt_len=prompt_len, max_new_tokens=max_new_tokens,
-                                   num_samples=num_samples, memory_budget_bytes=self.memory_budget_bytes)
-    if self.max_rows_per_chunk:
-      rows = min(rows, max(num_samples, self.max_rows_per_chunk // num_samples * num_samples))
-    prompts_per_chunk = max(1, min(rows // num_samples, len(prompts)))
-    # Every row shard gets the same number of whole rows: pad the chunk with dead prompts to a multiple of this.
-    multiple = shards // math.gcd(shards, num_samples)
-    prompts_per_chunk = -(-prompts_per_chunk // multiple) * multiple
     if self.mesh is not None:
       params = jax.device_put(params, self._param_shardings(params))
     # A key from host data: a committed (e.g. replicated) key would pin the per-row keys' layout.
@@ -312,8 +351,7 @@ class Sampler:
     stats = {"chunks": len(outputs), "rows_per_chunk": prompts_per_chunk * num_samples, "decode_steps": steps,
              "generated_tokens": int(lengths[:total].sum()), "seconds": elapsed,
              "prefill_seconds": sum(o[5][0] for o in outputs), "decode_seconds": sum(o[5][1] for o in outputs),
-             "decode_layout": models.resolve_decode_layout(self.config, self.decode_layout,
-                                                    1 if self.mesh is None else self.mesh.size),
+             "decode_layout": self.resolved_decode_layout,
              "tokens_per_second": float(lengths[:total].sum() / max(elapsed, 1e-9))}
     return RolloutBatch(prompt_index=np.repeat(np.arange(len(prompts), dtype=np.int32), num_samples),
                         tokens=tokens[:total], logprobs=logprobs[:total], lengths=lengths[:total],
@@ -350,13 +388,15 @@ class Sampler:
       state = decode_loop(self.config, sampling, params, state, eos_ids=eos_ids, pad_id=self.pad_id,
                           decode_layout=self.decode_layout)
     else:
-      prefill, decode = self._sharded_fns(params, sampling, eos_ids, max_new_tokens, num_samples, ids.shape)
+      programs = self.chunk_programs(params, sampling, eos_ids, max_new_tokens, num_samples, ids.shape)
+      # Placed explicitly: in a multi-process run jit refuses host arrays for sharded inputs.
+      inputs = [jax.device_put(x, sh) for x, sh in zip((ids, lengths, live, keys), programs.input_shardings)]
       # The context mesh is what lets the model run the Pallas decode kernel per shard (models/layers.py).
       with jax.set_mesh(self.mesh):
-        state = prefill(params, ids, lengths, live, keys)
+        state = programs.prefill(params, *inputs)
         state.step.block_until_ready()
         prefilled = time.perf_counter()
-        state = decode(params, state)
+        state = programs.decode(params, state)
     step, tokens, logprobs, lengths_out, eos_hit = jax.device_get(
         (state.step, state.tokens, state.logprobs, state.num_generated, state.eos_hit))
     rows = n_live * num_samples
@@ -376,8 +416,11 @@ class Sampler:
       self._sharded[key] = rules.param_shardings(self.config, params, self.mesh, mode="sample")
     return self._sharded[key]
 
-  def _sharded_fns(self, params, sampling, eos_ids, max_new_tokens, num_samples, prompt_shape):
-    """(prefill, decode) jitted with explicit in/out shardings for one chunk shape; decode donates its state."""
+  def chunk_programs(self, params, sampling: SamplingParams, eos_ids: tuple[int, ...], max_new_tokens: int,
+                     num_samples: int, prompt_shape: tuple[int, int]) -> ChunkPrograms:
+    """The jitted prefill and decode of one chunk shape `[prompts, prompt_len]` under the mesh, with explicit in/out
+    shardings (params by the sampling rules, rows and KV cache over the batch axes); decode donates its state.
+    `params` may be abstract (shapes only)."""
     key = ("fns", sampling, eos_ids, max_new_tokens, num_samples, tuple(prompt_shape), jax.tree.structure(params))
     if key in self._sharded:
       return self._sharded[key]
@@ -393,19 +436,15 @@ class Sampler:
     statics = dict(eos_ids=eos_ids, max_new_tokens=max_new_tokens, num_samples=num_samples, cache_len=cache_len,
                    pad_id=self.pad_id, mesh=mesh)
     input_sh = (rows(num_prompts, prompt_len), rows(num_prompts), rows(num_prompts), rows(b))
-    jit_prefill = jax.jit(
+    prefill = jax.jit(
         lambda p, ids, lengths, live, keys: _prefill_and_first_token(config, sampling, p, ids, lengths, live, keys,
                                                                      **statics),
         in_shardings=(param_sh,) + input_sh, out_shardings=state_sh)
-
-    def prefill(p, *inputs):
-      # Placed explicitly: in a multi-process run jit refuses host arrays for sharded inputs.
-      return jit_prefill(p, *(jax.device_put(x, sh) for x, sh in zip(inputs, input_sh)))
     decode = jax.jit(lambda p, state: _decode_loop(config, sampling, p, state, eos_ids=eos_ids, pad_id=self.pad_id,
                                                    decode_layout=self.decode_layout),
                      in_shardings=(param_sh, state_sh), out_shardings=state_sh, donate_argnums=1)
-    self._sharded[key] = (prefill, decode)
-    return prefill, decode
+    self._sharded[key] = ChunkPrograms(prefill, decode, param_sh, input_sh, state_sh)
+    return self._sharded[key]
 
 
 def generate_tokens(config: models.Qwen2Config, params: models.Params, prompts: Sequence[Sequence[int]], *,
