@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
 from prorl_jax.models.config import ConfigError
@@ -69,15 +70,30 @@ def make_mesh(mesh_config: Any = None, devices: Sequence[jax.Device] | None = No
   Args:
     mesh_config: `config.mesh` (or the whole run config, or a dict) with sizes data/fsdp/tensor, one may be -1;
       None means all devices on `fsdp`.
-    devices: the devices to use, in order; default `jax.devices()` (every process's devices, for multi-host).
+    devices: the devices to use, in order; default `jax.devices()` (every process's devices, for multi-host), or
+      compile-only devices of a topology (`prorl_jax.parallel.topology`).
+
+  Devices of several TPU slices (a multi-slice job: devices carry distinct `slice_index`) are laid out as
+  `mesh_utils.create_hybrid_device_mesh` does: "data" spans the slices over DCN, everything else stays inside a
+  slice on ICI, so config.mesh.data must be a multiple of the slice count.
   """
   devices = list(jax.devices() if devices is None else devices)
   sizes = mesh_shape(mesh_config, len(devices))
   shape = tuple(sizes[a] for a in AXES)
-  if len(devices) == len(jax.devices()):
-    # jax.make_mesh orders devices by the physical topology (ICI rings on TPU, NVLink domains on GPU).
-    return jax.make_mesh(shape, AXES, axis_types=(AxisType.Auto,) * len(AXES), devices=devices)
-  return Mesh(np.asarray(devices, dtype=object).reshape(shape), AXES, axis_types=(AxisType.Auto,) * len(AXES))
+  auto = (AxisType.Auto,) * len(AXES)
+  slices = len({getattr(d, "slice_index", None) or 0 for d in devices})
+  if slices > 1:
+    if sizes["data"] % slices:
+      raise ConfigError(f"config.mesh.data = {sizes['data']} must be a multiple of the {slices} slices: the data "
+                        f"axis spans the slices over DCN; set --config.mesh.data={slices} (fsdp=-1 fills each slice)")
+    ici = (sizes["data"] // slices, sizes["fsdp"], sizes["tensor"])
+    grid = mesh_utils.create_hybrid_device_mesh(ici, (slices, 1, 1), devices, allow_split_physical_axes=True)
+    return Mesh(grid, AXES, axis_types=auto)
+  if len(devices) == len(jax.devices()) or devices[0].platform != jax.default_backend():
+    # A whole slice (attached, or compile-only devices of a topology): jax.make_mesh orders devices by the physical
+    # topology (ICI rings on TPU, NVLink domains on GPU).
+    return jax.make_mesh(shape, AXES, axis_types=auto, devices=devices)
+  return Mesh(np.asarray(devices, dtype=object).reshape(shape), AXES, axis_types=auto)
 
 
 def axis_size(mesh: Mesh | None, axes: str | Sequence[str] | None) -> int:

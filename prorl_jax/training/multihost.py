@@ -46,9 +46,10 @@ def check_run(c: Any, mesh: Mesh) -> None:
         f"data={processes}) rather than tensor")
 
 
-def local_sampler_mesh(c: Any) -> Mesh | None:
-  """The sampler's mesh over this process's devices: rows over "data", heads over "tensor" where it fits."""
-  local = jax.local_devices()
+def local_sampler_mesh(c: Any, local_devices: Any = None) -> Mesh | None:
+  """The sampler's mesh over this process's devices (default `jax.local_devices()`): rows over "data", heads over
+  "tensor" where it fits."""
+  local = list(jax.local_devices() if local_devices is None else local_devices)
   if len(local) == 1:
     return None
   tensor = c.mesh.tensor if c.mesh.tensor > 0 and len(local) % c.mesh.tensor == 0 else 1

@@ -26,6 +26,7 @@ from prorl_jax.data import PipelineConfig, PromptPipeline, encode_prompt
 from prorl_jax.rewards import RewardManager
 from prorl_jax.data.specs import load_spec
 from prorl_jax.training import checkpointing, experience, metrics_log, mfu, micro_batches, multihost, report, update
+from prorl_jax.training import layout as layout_lib
 from prorl_jax.training import config as config_lib
 from prorl_jax.training.config import validate
 from prorl_jax.training.errors import TrainingError
@@ -50,9 +51,7 @@ class Trainer:
     os.makedirs(self.workdir, exist_ok=True)
     self.profile_steps = tuple(profile_steps)
     self.show_progress = show_progress
-    devices = jax.devices()[:c.mesh.devices] if c.mesh.devices else None
-    self.mesh = parallel.make_mesh(c.mesh, devices=devices)
-    sharded = self.mesh.size > 1
+    self.mesh = layout_lib.run_mesh(c)
     self.processes, self.process_index = jax.process_count(), jax.process_index()
     if self.processes > 1:
       multihost.check_run(c, self.mesh)
@@ -83,28 +82,15 @@ class Trainer:
         overlong=c.data.overlong_prompts, system_prompt=c.tokenizer.system_prompt or None))
     self.val_prompt_ids = [encode_prompt(self.tokenizer, e, system_prompt=c.tokenizer.system_prompt or None)
                            for e in self.val_examples]
-    # Algorithm, optimizer, step functions.
+    # Algorithm, optimizer, step functions, sampler.
     self.optimizer = make_optimizer(c.optimizer)
-    self.loss_settings = update.LossSettings.from_config(c, prompt_len=c.data.max_prompt_length)
     state = create_train_state(params, self.optimizer, seed=c.seed, ref_dtype=_dtype(c.model.ref_param_dtype))
     del params
-    self.state_sharding = self.batch_sharding = None
-    if sharded:
-      self.state_sharding = parallel.train_state_shardings(self.model_config, state, self.optimizer, self.mesh)
-      state = jax.device_put(state, self.state_sharding)
-      rows = c.batch.mini_batch_prompts * c.rollout.n
-      seq = c.data.max_prompt_length + c.rollout.max_new_tokens
-      abstract = update.TrainBatch(**{
-          "input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
-          "attention_mask": jax.ShapeDtypeStruct((rows, seq), jnp.bool_),
-          **{k: jax.ShapeDtypeStruct((rows, c.rollout.max_new_tokens), jnp.float32)
-             for k in ("response_mask", "advantages", "old_logp", "ref_logp")}})
-      self.batch_sharding = parallel.rows_shardings(abstract, self.mesh)
-    self.state = state
-    self.step_fns = update.build_step_functions(self.model_config, self.loss_settings, self.optimizer,
-                                                mesh=self.mesh if sharded else None,
-                                                state_sharding=self.state_sharding,
-                                                batch_sharding=self.batch_sharding)
+    layout = layout_lib.build_layout(c, self.model_config, state, self.optimizer, mesh=self.mesh, pad_id=self.pad_id,
+                                     processes=self.processes)
+    self.state_sharding, self.batch_sharding = layout.state_sharding, layout.batch_sharding
+    self.loss_settings, self.step_fns, self.sampler = layout.loss_settings, layout.step_fns, layout.sampler
+    self.state = state if self.state_sharding is None else jax.device_put(state, self.state_sharding)
     self.reset_policy = config_lib.reset_policy(c)
     self.exp_settings = experience.ExperienceSettings(
         n=c.rollout.n, prompts=c.batch.prompts // self.processes, max_new_tokens=c.rollout.max_new_tokens,
@@ -114,11 +100,6 @@ class Trainer:
         shaping=config_lib.length_shaping(c), dynamic_sampling=c.dynamic_sampling.enable,
         ds_rule=c.dynamic_sampling.rule, ds_metric=c.dynamic_sampling.metric,
         max_gen_batches=c.dynamic_sampling.max_gen_batches, eos_token_ids=self.eos_ids, pad_id=self.pad_id)
-    budget = int(c.rollout.memory_budget_gb * 1024**3) or None
-    # Several processes sample their own prompts on their own devices (from a local copy of the params).
-    sampler_mesh = multihost.local_sampler_mesh(c) if self.processes > 1 else (self.mesh if sharded else None)
-    self.sampler = rollout.Sampler(self.model_config, pad_id=self.pad_id, memory_budget_bytes=budget,
-                                   mesh=sampler_mesh)
     domains = sorted({e.domain for e in self.train_examples + self.val_examples})
     self.rewards = RewardManager(c.rewards.num_workers or None, timeout_s=c.rewards.timeout_s,
                                  code_timeout_s=c.rewards.code_timeout_s, preload=domains)
@@ -136,7 +117,7 @@ class Trainer:
     # Process 0 writes the run's files; other processes log their own view under process_<i>/.
     self.metrics = metrics_log.MetricsWriter(self._own_dir(), resume_step=latest)
     self.peak_flops, peak_source = mfu.peak_flops(self.mesh.devices.flat[0], c.model.compute_dtype)
-    estimate = parallel.estimate_run(c, self.model_config, self.mesh if sharded else None)
+    estimate = parallel.estimate_run(c, self.model_config, self.mesh if layout.sharded else None)
     estimate.update(mesh=parallel.describe(self.mesh), peak_flops_per_device=self.peak_flops,
                     peak_flops_source=peak_source)
     with open(os.path.join(self._own_dir(), "memory_estimate.json"), "w") as f:
