@@ -2,7 +2,9 @@
 
 Measures, in one run: sequential `score_code` calls in this process, the same through a `RewardManager` pool
 (one worker per core by default), and the sandbox start-up alone (a program that does nothing), each with the
-isolation this machine grants ("auto") and, for comparison, process-level containment only ("none").
+isolation this machine grants ("auto") and, for comparison, process-level containment only ("none"). Then the
+same two figures ("auto") for the test-program forms: a HumanEval-style check(candidate) with 10 asserts (one
+test) and an MBPP-style problem with 3 assert statements and a setup (three tests, each in its own process).
 
   python -m benchmarks.code_reward                  # 40 programs per setting
   python -m benchmarks.code_reward --programs 100 --workers 2 --out code_reward.json
@@ -27,6 +29,18 @@ from prorl_jax.rewards.manager import RewardManager
 
 RESPONSE = "Read two integers and print their sum.\n```python\na, b = map(int, input().split())\nprint(a + b)\n```\n"
 GROUND_TRUTH = {"inputs": [f"{i} {i * 7}\n" for i in range(10)], "outputs": [f"{i * 8}\n" for i in range(10)]}
+PROGRAM_FORMS = {  # name -> (response, ground truth)
+    "humaneval_check": (
+        "```python\ndef running_max(xs):\n    out, best = [], None\n    for x in xs:\n"
+        "        best = x if best is None else max(best, x)\n        out.append(best)\n    return out\n```\n",
+        {"entry_point": "running_max", "test": "def check(candidate):\n" + "".join(
+            f"    assert candidate({list(range(i, -1, -1)) + [i + 1]}) == {[i] * (i + 1) + [i + 1]}\n"
+            for i in range(10))}),
+    "mbpp_asserts": (
+        "```python\nimport math\n\n\ndef hypotenuse(a, b):\n    return math.sqrt(a * a + b * b)\n```\n",
+        {"assert_tests": ["assert hypotenuse(3, 4) == 5", "assert math.isclose(hypotenuse(1, 1), 2 ** 0.5)",
+                          "assert hypotenuse(0, 0) == 0"], "setup": "import math"}),
+}
 
 
 def _cpu_s():
@@ -35,9 +49,9 @@ def _cpu_s():
   return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def _sequential(n, isolation):
-  tests = code_reward.parse_tests(GROUND_TRUTH)
-  code = code_reward.extract_code(RESPONSE)
+def _sequential(n, isolation, response=RESPONSE, ground_truth=GROUND_TRUTH):
+  tests = code_reward.parse_tests(ground_truth)
+  code = code_reward.extract_code(response)
   config = sandbox.SandboxConfig(isolation=isolation)
   code_reward.run_tests(code, tests, config=config)  # warm the page cache
   latencies = []
@@ -54,11 +68,11 @@ def _sequential(n, isolation):
           "cpu_bound_programs_per_s_all_cores": (os.cpu_count() or 1) * n / cpu, "isolation": list(res.isolation)}
 
 
-def _pool(n, workers):
+def _pool(n, workers, response=RESPONSE, ground_truth=GROUND_TRUTH):
   with RewardManager(workers, preload=["code"]) as rm:
-    rm.score_batch(["code"] * workers, [RESPONSE] * workers, [GROUND_TRUTH] * workers)  # workers up and warm
+    rm.score_batch(["code"] * workers, [response] * workers, [ground_truth] * workers)  # workers up and warm
     start = time.perf_counter()
-    batch = rm.score_batch(["code"] * n, [RESPONSE] * n, [GROUND_TRUTH] * n)
+    batch = rm.score_batch(["code"] * n, [response] * n, [ground_truth] * n)
     total = time.perf_counter() - start
   assert batch.counts()["ok"] == n and float(batch.scores.min()) == 1.0, batch.counts()
   return {"programs_per_s": n / total, "workers": workers,
@@ -87,6 +101,10 @@ def main():
       "sequential": {m: _sequential(args.programs, m) for m in ("auto", "none")},
       "pool": _pool(args.programs, args.workers),
       "sandbox_startup_only": {m: _startup(args.programs, m) for m in ("auto", "none")},
+      "program_forms": {name: {"tests_per_program": len(truth.get("assert_tests", [None])),
+                               "sequential": _sequential(args.programs, "auto", response, truth),
+                               "pool": _pool(args.programs, args.workers, response, truth)}
+                        for name, (response, truth) in PROGRAM_FORMS.items()},
   }
   result["machine"]["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
   text = json.dumps(result, indent=2)

@@ -433,7 +433,8 @@ def test_reasoning_gym_local_dump(tmp_path):
 
 def test_registry_is_complete_and_options_are_checked():
   assert set(PRORL_BENCHMARKS) <= set(BENCHMARKS)
-  assert set(TRAINING_SOURCES) == {"deepscaler", "eurus2_code", "scp116k", "reasoning_gym", "ifeval_train"}
+  assert set(TRAINING_SOURCES) == {"deepscaler", "eurus2_code", "scp116k", "reasoning_gym", "ifeval_train",
+                                   "humaneval", "mbpp", "mbpp_sanitized"}
   for spec in list(BENCHMARKS.values()) + list(TRAINING_SOURCES.values()):
     assert spec.hub is not None or spec.rows is not None or spec.hub_for is not None, spec.name
   with pytest.raises(ValueError, match="unknown benchmark 'aime2023'.*aime2024"):

@@ -116,6 +116,23 @@ def test_bad_ground_truth_names_field_and_fix(domain, truth, fragment):
   assert fragment in str(info.value) and str(info.value).startswith("example 'ex-1': field 'ground_truth'")
 
 
+def test_test_program_ground_truths():
+  humaneval = {"test": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "inc"}
+  mbpp = {"assert_tests": ("assert inc(1) == 2", "assert inc(2) == 3"), "setup": "import math"}
+  assert Example(id="h", domain="code", prompt="p", ground_truth=json.dumps(humaneval)).ground_truth == humaneval
+  assert Example(id="m", domain="code", prompt="p", ground_truth=mbpp).ground_truth == {
+      "assert_tests": ["assert inc(1) == 2", "assert inc(2) == 3"], "setup": "import math"}  # a list, as in files
+  for truth, fragment in [({"test": "", "entry_point": "f"}, "lacks the 'test' source"),
+                          ({"test": "def check(c): pass", "entry_point": "not a name"}, "not a Python identifier"),
+                          ({"entry_point": "f"}, "lacks the 'test' source"),
+                          ({"assert_tests": []}, "'assert_tests' that is not a non-empty list"),
+                          ({"assert_tests": ["assert f()", 3]}, "'assert_tests' that is not a non-empty list"),
+                          ({"assert_tests": ["assert f()"], "setup": ["import math"]}, "'setup' of type list")]:
+    with pytest.raises(DataError) as info:
+      Example(id="ex-2", domain="code", prompt="p", ground_truth=truth)
+    assert fragment in str(info.value) and "'assert_tests': [STATEMENT, ...]" in str(info.value)
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"prompt": None}, "field 'prompt' and 'messages' are both missing"),
     ({"messages": [{"role": "user", "content": "hi"}]}, "are both set"),

