@@ -89,7 +89,8 @@ def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tupl
       model_config, params, tokenizer, ident = load_policy(checkpoint, config)
       eos = set(model_config.eos_token_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
                                                else set())
-      sampler = rollout.Sampler(model_config, pad_id=tokenizer.pad_token_id or 0)
+      sampler = rollout.Sampler(model_config, pad_id=tokenizer.pad_token_id or 0,
+                                batching=config.rollout.batching)
       report = evaluate_checkpoint(
           label=label, checkpoint_id=ident, sampler=sampler, params=params, tokenizer=tokenizer, examples=examples,
           benchmarks=labels, score_batch=lambda d, t, g: manager.score_batch(d, t, g).scores,

@@ -5,13 +5,14 @@ Public API:
                   eos_token_id=None, seed=0) -> list[list[int]]
 """
 
-from prorl_jax.rollout.sampler import (ChunkPrograms, DecodeState, RolloutBatch, Sampler, decode_loop,
-                                       default_memory_budget, generate_tokens, kv_bytes_per_row,
-                                       prefill_and_first_token, rows_per_chunk)
+from prorl_jax.rollout.decoders import ColumnsDecoder, RowsDecoder, choose_decoder
+from prorl_jax.rollout.sampler import (BATCHING, RolloutBatch, Sampler, default_memory_budget, generate_tokens,
+                                       kv_bytes_per_row, rows_per_chunk)
+from prorl_jax.rollout.slots import SlotPlan, SlotPrograms
 from prorl_jax.rollout.sampling import SamplingParams, filtered_logits, select_tokens
 
 __all__ = [
-    "ChunkPrograms", "DecodeState", "RolloutBatch", "Sampler", "SamplingParams", "decode_loop",
-    "default_memory_budget", "filtered_logits",
-    "generate_tokens", "kv_bytes_per_row", "prefill_and_first_token", "rows_per_chunk", "select_tokens",
+    "BATCHING", "ColumnsDecoder", "RolloutBatch", "RowsDecoder", "Sampler", "SamplingParams", "SlotPlan",
+    "SlotPrograms", "choose_decoder", "default_memory_budget", "filtered_logits",
+    "generate_tokens", "kv_bytes_per_row", "rows_per_chunk", "select_tokens",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ml_collections
 
 from prorl_jax import algorithms
+from prorl_jax import rollout as rollout_lib
 from prorl_jax.models.config import ConfigError
 
 _DTYPES = ("float32", "bfloat16")
@@ -56,6 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
       top_k=0,
       max_new_tokens=8192,
       memory_budget_gb=0.0,  # 0 = automatic
+      batching="continuous",  # "continuous": finished rows' slots are refilled at once; "static": fixed chunks
   ))
   c.batch = ml_collections.ConfigDict(dict(
       prompts=256,  # prompts per training step (after dynamic sampling)
@@ -228,6 +230,8 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
           f"{a.clip_low}, {a.clip_high}")
   if a.clip_c and a.clip_c <= 1:
     _fail("algorithm.clip_c", f"must be > 1 (or 0 to disable dual clipping), got {a.clip_c}")
+  if config.rollout.batching not in rollout_lib.BATCHING:
+    _fail("rollout.batching", f"is {config.rollout.batching!r}", f"choose one of {rollout_lib.BATCHING}")
   if config.rollout.temperature <= 0:
     _fail("rollout.temperature", f"must be > 0 for RL sampling, got {config.rollout.temperature}")
   if config.dynamic_sampling.rule not in ("verl", "openrlhf"):

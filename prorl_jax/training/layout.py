@@ -98,7 +98,7 @@ def build_layout(c: Any, model_config: models.Qwen2Config, state: Any, optimizer
     sampler_mesh = multihost.local_sampler_mesh(c, local_devices)
   else:
     sampler_mesh = mesh if sharded else None
-  sampler = rollout.Sampler(model_config, pad_id=pad_id, mesh=sampler_mesh,
+  sampler = rollout.Sampler(model_config, pad_id=pad_id, mesh=sampler_mesh, batching=c.rollout.batching,
                             memory_budget_bytes=rollout_budget(c, device_bytes_limit))
   return RunLayout(mesh=mesh, sharded=sharded, processes=processes, state_sharding=state_sharding,
                    batch_sharding=batch_sharding, step_fns=step_fns, sampler=sampler, loss_settings=loss_settings)
