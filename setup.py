@@ -21,9 +21,12 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["prorl_jax", "prorl_jax.*", "kernels", "kernels.*",
                                     "experiments", "experiments.*"]),
-    include_package_data=True,
+    # Data by explicit globs only: include_package_data would treat assets/ folders as packages and warn at install.
     package_data={"prorl_jax": ["assets/**/*"], "kernels": ["*.cc"]},  # the native decode matmul is built on use
     install_requires=_requirements("requirements.txt"),
     # torch is only a numerical oracle for tests; install the pinned CPU wheel first.
-    extras_require={"test": _requirements("requirements-test.txt")},
+    extras_require={"test": _requirements("requirements-test.txt"),
+                    # Deviceless compilers for `experiments.plan`: TPU (libtpu) and NVIDIA GPU (the CUDA plugin).
+                    "tpu-aot": _requirements("requirements-tpu-aot.txt"),
+                    "gpu-aot": _requirements("requirements-gpu-aot.txt")},
 )

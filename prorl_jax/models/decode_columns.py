@@ -61,12 +61,10 @@ def resolve_decode_layout(config: Qwen2Config, decode_layout: str, num_devices: 
 
 
 def column_copy_bytes(config: Qwen2Config, dtype=jnp.float32) -> int:
-  """Bytes `column_weights` adds beside params stored in `dtype`: everything but the embedding it reuses (and, when
-  tied, the head, which is that embedding)."""
+  """Bytes of `column_weights` for params stored in `dtype`: the sampler prepares them once per generate call, as a
+  copy beside the params (embedding and head included)."""
   shapes = jax.eval_shape(lambda: column_weights(config, init_params(config, jax.random.key(0), dtype=dtype)))
-  shared = (shapes.embedding,) + ((shapes.head,) if config.tie_word_embeddings else ())
-  total = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
-  return total - sum(x.size * x.dtype.itemsize for x in shared)
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(shapes))
 
 
 @flax.struct.dataclass

@@ -20,7 +20,8 @@ class Chip:
   Attributes:
     name: short name used in topology names and reports ("v5p", "h100").
     kinds: substrings of `jax.Device.device_kind` that identify it (matched case-insensitively, longest first).
-    hbm_bytes: HBM capacity per chip.
+    hbm_bytes: HBM capacity per chip that programs may use: the datasheet's, or less where the compiler says so
+      (libtpu reserves some: "available HBM" in its out-of-memory errors).
     peak_bf16_flops: dense (no sparsity) bf16 matmul FLOP/s per chip.
     hbm_bytes_per_s: HBM bandwidth per chip.
     source: where the figures come from.
@@ -45,13 +46,16 @@ class Chip:
 CHIPS: tuple[Chip, ...] = (
     # cloud.google.com/tpu/docs/v4: 275 TFLOPs bf16, 32 GiB HBM2, 1200 GBps per chip (two TensorCores).
     Chip("v4", ("TPU v4",), 32 * GiB, 275e12, 1200e9, "cloud.google.com/tpu/docs/v4"),
-    # cloud.google.com/tpu/docs/v5e: 197 TFLOPs bf16, 16 GB HBM2 at 819 GBps per chip, 8 chips per host.
-    Chip("v5e", ("TPU v5 lite", "TPU v5e"), 16 * GiB, 197e12, 819e9, "cloud.google.com/tpu/docs/v5e"),
+    # cloud.google.com/tpu/docs/v5e: 197 TFLOPs bf16, 16 GB HBM2 at 819 GBps per chip, 8 chips per host; libtpu
+    # 0.0.42 leaves 15.75 GiB to programs.
+    Chip("v5e", ("TPU v5 lite", "TPU v5e"), int(15.75 * GiB), 197e12, 819e9, "cloud.google.com/tpu/docs/v5e"),
     # cloud.google.com/tpu/docs/v5p: 459 TFLOPs bf16, 95 GB HBM2e at 2765 GBps per chip, 4 chips per host.
     # JAX reports the v5p as "TPU v5" (no suffix): matched exactly below, after the longer v5e kinds.
     Chip("v5p", ("TPU v5p", "TPU v5"), 95 * GiB, 459e12, 2765e9, "cloud.google.com/tpu/docs/v5p"),
-    # cloud.google.com/tpu/docs/v6e (Trillium): 918 TFLOPs bf16, 32 GB HBM at 1638 GBps per chip, 8 chips per host.
-    Chip("v6e", ("TPU v6 lite", "TPU v6e", "TPU v6"), 32 * GiB, 918e12, 1638e9, "cloud.google.com/tpu/docs/v6e"),
+    # cloud.google.com/tpu/docs/v6e (Trillium): 918 TFLOPs bf16, 32 GB HBM at 1638 GBps per chip, 8 chips per host;
+    # libtpu 0.0.42 leaves 31.25 GiB to programs.
+    Chip("v6e", ("TPU v6 lite", "TPU v6e", "TPU v6"), int(31.25 * GiB), 918e12, 1638e9,
+         "cloud.google.com/tpu/docs/v6e"),
     # nvidia.com/en-us/data-center/h100 (SXM): 989 TFLOPS dense bf16, 80 GB HBM3 at 3.35 TB/s; memory as the driver
     # reports it (79.1 GiB).
     Chip("h100", ("H100",), 84942979072, 989e12, 3.35e12, "NVIDIA H100 datasheet (SXM)"),

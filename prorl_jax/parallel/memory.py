@@ -6,9 +6,9 @@ one of three phases is live at a time:
 * update (`estimate_train`): gradients and the optimizer's update tree (2 x params), the mini-batch, the
   activations autodiff saves for the backward pass of one micro-batch, and the LM-head chunk work;
 * log-prob forward of the old / reference policy: one layer's forward temporaries plus an LM-head chunk;
-* rollout (`estimate_rollout`): the KV cache sized from the longest response, decode buffers, the prefill forward,
-  and the rollout copy of the params when its layout (no fsdp) or dtype differs from the training params; on one CPU
-  device the column decode layout (`models.decode_columns`) adds a transposed copy of the layer weights and the cache.
+* rollout (`estimate_rollout`): the KV cache of the sampler's slots, decode buffers, the prefill forward, and the
+  rollout copy of the params when its layout (no fsdp) or dtype differs from the training params; on one CPU device
+  the column decode layout (`models.decode_columns`) adds a transposed copy of the weights.
 
 Activations follow what `jax.ad_checkpoint` reports as saved residuals for `prorl_jax.models` (per decoder layer,
 N = rows x seq_len tokens on the device, A = rows x heads x seq_len² attention scores, c = compute itemsize):
@@ -51,6 +51,11 @@ GiB = 1024**3
 def _split(n: int, parts: int) -> int:
   """Elements per device of a dim of n split over `parts` devices (the rules replicate uneven dims)."""
   return n // parts if parts > 1 and n % parts == 0 else n
+
+
+def _platform(mesh: Mesh | None) -> str:
+  """The platform of the mesh's devices (compile-only devices of a topology included), else the default backend."""
+  return mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
 
 
 def _sizes(mesh: Mesh | None) -> tuple[int, int]:
@@ -122,14 +127,31 @@ def logits_bytes(config: Qwen2Config, tokens: int, chunk_size: int, *, tensor: i
   return 3 * chunk * v * 4 + config.hidden_size * v * 4
 
 
-def forward_peak_bytes(config: Qwen2Config, rows: int, seq_len: int, *, tensor: int = 1) -> int:
+def forward_peak_bytes(config: Qwen2Config, rows: int, seq_len: int, *, tensor: int = 1,
+                       platform: str = "cpu") -> int:
   """Temporaries of a forward pass without autodiff (buffers are reused layer after layer): one layer's fp32
-  scores and their exp, one `[N, I]` MLP block, two hidden states, and fp32 norm upcasts when computing in 16 bits."""
+  scores and their exp, one `[N, I]` MLP block, two hidden states, and fp32 norm upcasts when computing in 16 bits.
+  XLA for TPUs (and GPUs) fuses the softmax into the scores: one fp32 block instead of two."""
   c = config.compute_dtype.itemsize
   hq, inter = _split(config.num_attention_heads, tensor), _split(config.intermediate_size, tensor)
   n, h = rows * seq_len, config.hidden_size
   upcast = 2 * n * h * 4 if c < 4 else 0
-  return rows * hq * seq_len * seq_len * 2 * 4 + n * (inter + 2 * h) * c + upcast
+  blocks = 2 if platform == "cpu" else 1
+  return rows * hq * seq_len * seq_len * blocks * 4 + n * (inter + 2 * h) * c + upcast
+
+
+def logprob_forward_bytes(config: Qwen2Config, rows: int, prompt_len: int, response_len: int, chunk_size: int, *,
+                          tensor: int = 1, platform: str = "cpu") -> int:
+  """Temporaries of a log-prob pass (no autodiff) on `rows` sequences per device. On CPU the layer stack's and the
+  LM-head loop's buffers add up (as XLA:CPU's buffer assignment keeps them); accelerator compilers free the layer
+  buffers before the LM head runs, whose peak is the gathered head `[H, V]` in the compute dtype and one fp32 chunk
+  of logits (checked against the TPU compiler: README, "Planning a run")."""
+  layers = forward_peak_bytes(config, rows, prompt_len + response_len, tensor=tensor, platform=platform)
+  head = logits_bytes(config, rows * response_len, chunk_size, tensor=tensor, backward=False)
+  if platform == "cpu":
+    return layers + head
+  gathered = config.hidden_size * _split(config.vocab_size, tensor) * config.compute_dtype.itemsize
+  return max(layers, head + gathered)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,15 +195,16 @@ class RolloutMemory:
   duplicate_params: bool  # rollout_params is a second copy (its layout or dtype differs from the train params)
   kv_cache: int
   decode_state: int  # token / log-prob buffers and per-row scalars of the while loop
-  step_temp: int  # per decode step: next-token logits, one layer's cache update
+  step_temp: int  # per decode step: next-token logits, one layer's cache update (rows layout)
   prefill: int  # temporaries of the prompt forward
-  # The column decode layout (`models.resolve_decode_layout`): transposed layer weights and a transposed KV cache.
+  # The column decode layout (`models.resolve_decode_layout`): the transposed copy of the weights, prepared once per
+  # generate call (its cache is the KV cache above, stored transposed).
   column_copy: int = 0
 
   @property
   def total(self) -> int:
     extra = self.rollout_params if self.duplicate_params else 0
-    return extra + self.kv_cache + self.decode_state + max(self.step_temp + self.column_copy, self.prefill)
+    return extra + self.kv_cache + self.decode_state + self.column_copy + max(self.step_temp, self.prefill)
 
   def as_dict(self) -> dict[str, float]:
     out = {f.name: getattr(self, f.name) / GiB for f in dataclasses.fields(self) if f.name != "duplicate_params"}
@@ -210,8 +233,8 @@ def estimate_train(config: Qwen2Config, *, rows: int, prompt_len: int, response_
   return TrainMemory(
       params=p, reference=ref, optimizer=2 * p, gradients=2 * p, batch=batch, activations=act,
       logits=logits_bytes(config, per_dev(micro) * response_len, chunk_size, tensor=tensor),
-      logprob_forward=(forward_peak_bytes(config, lp_rows, t, tensor=tensor)
-                       + logits_bytes(config, lp_rows * response_len, chunk_size, tensor=tensor, backward=False)))
+      logprob_forward=logprob_forward_bytes(config, lp_rows, prompt_len, response_len, chunk_size, tensor=tensor,
+                                            platform=_platform(mesh)))
 
 
 def estimate_rollout(config: Qwen2Config, *, rows: int, prompt_len: int, max_new_tokens: int, num_prompts: int = 0,
@@ -232,15 +255,16 @@ def estimate_rollout(config: Qwen2Config, *, rows: int, prompt_len: int, max_new
   rollout_dtype = rollout_dtype or param_dtype
   fsdp = int(mesh.shape.get("fsdp", 1)) if mesh is not None else 1
   prompts_dev = -(-(num_prompts or rows) // shards)
-  columns = resolve_decode_layout(config, decode_layout, 1 if mesh is None else mesh.size) == "columns"
+  columns = resolve_decode_layout(config, decode_layout, 1 if mesh is None else mesh.size,
+                                  _platform(mesh)) == "columns"
   kv_cache = 2 * config.num_hidden_layers * layer_cache
   return RolloutMemory(
       rollout_params=param_bytes(config, mesh=mesh, dtype=rollout_dtype, mode="sample"),
       duplicate_params=fsdp > 1 or jnp.dtype(rollout_dtype) != jnp.dtype(param_dtype),
       kv_cache=kv_cache, decode_state=state,
-      step_temp=2 * layer_cache + 2 * rows_dev * v * 4,
+      step_temp=(0 if columns else 2 * layer_cache) + 2 * rows_dev * v * 4,  # the column step updates in place
       prefill=forward_peak_bytes(config, prompts_dev, prompt_len, tensor=tensor) + 2 * prompts_dev * v * 4,
-      column_copy=(column_copy_bytes(config, rollout_dtype) + kv_cache) if columns else 0)
+      column_copy=column_copy_bytes(config, rollout_dtype) if columns else 0)
 
 
 def estimate_run(run_config: Any, model_config: Qwen2Config, mesh: Mesh | None = None, *,
