@@ -48,14 +48,8 @@ def _config(overrides: dict):
   spec = importlib.util.spec_from_file_location("nemotron", NEMOTRON)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config()
-  for field, value in overrides.items():
-    node = c
-    *parents, leaf = field.split(".")
-    for part in parents:
-      node = node[part]
-    node[leaf] = value
-  return c
+  from prorl_jax.planning import planner
+  return planner.with_changes(module.get_config(), overrides)
 
 
 def main() -> None:

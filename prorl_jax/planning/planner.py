@@ -111,7 +111,7 @@ def _candidates(c: Any, phase: str, model_config: models.Qwen2Config, devices: i
       singles.append({"algorithm.logprob_chunk_size": chunk})
       chunk //= 2
     pairs = [dict(t, **m) for t in tensor_splits
-             for m in micro_sizes(field, current, _row_shards(_with(c, t), devices))]
+             for m in micro_sizes(field, current, _row_shards(with_changes(c, t), devices))]
   else:
     if c.model.rollout_param_dtype != "bfloat16" and c.model.param_dtype != "bfloat16":
       singles.append({"model.rollout_param_dtype": "bfloat16"})
@@ -122,7 +122,8 @@ def _candidates(c: Any, phase: str, model_config: models.Qwen2Config, devices: i
   return singles + tensor_splits + pairs
 
 
-def _with(c: Any, changes: dict[str, Any]) -> Any:
+def with_changes(c: Any, changes: dict[str, Any]) -> Any:
+  """A copy of config `c` with dotted fields set (`{"batch.micro_batch_size": 8}`)."""
   c = copy.deepcopy(c)
   with c.unlocked():
     for field, value in changes.items():
@@ -142,7 +143,7 @@ def suggest_fixes(c: Any, phase: str, model_config: models.Qwen2Config, topo: To
   fixes = []
   for change in _candidates(c, phase, model_config, len(topo.devices)):
     try:
-      changed = validate(_with(c, change))
+      changed = validate(with_changes(c, change))
       mesh = layout_lib.run_mesh(changed, topo.devices)
       layout = _light_layout(changed, model_config, mesh, topo)
       shapes = programs_lib.step_shapes(changed, layout)
@@ -181,7 +182,7 @@ def verify_fixes(c: Any, phase: str, model_config: models.Qwen2Config, topo: Top
     shown = " ".join(f"--config.{k}={v}" for k, v in fix["set"].items())
     log(f"verifying a fix for {phase}: {shown}")
     try:
-      peak, fits = compile_phase(_with(c, fix["set"]), model_config, topo, phase)
+      peak, fits = compile_phase(with_changes(c, fix["set"]), model_config, topo, phase)
     except Exception as e:  # a change the compiler refuses is no fix
       fix["verified_error"] = str(e).splitlines()[0][:300]
       continue
