@@ -89,15 +89,20 @@ def maybe_json(value: Any) -> Any:
   return value
 
 
+def json_lines(lines: Iterator[str], where: str) -> Iterator[dict[str, Any]]:
+  """One JSON object per non-blank line; a bad line is a DataError naming its line and column."""
+  for line_no, line in enumerate(lines, 1):
+    if line.strip():
+      try:
+        yield json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError("<row>", f"is not valid JSON ({e.msg} at line {line_no}, column {e.colno})",
+                        "each line must be one JSON object", where) from None
+
+
 def _iter_jsonl(path: pathlib.Path) -> Iterator[dict[str, Any]]:
   with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, 1):
-      if line.strip():
-        try:
-          yield json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError("<row>", f"is not valid JSON ({e.msg} at line {line_no}, column {e.colno})",
-                          "each line must be one JSON object", str(path)) from None
+    yield from json_lines(f, str(path))
 
 
 def _iter_json(path: pathlib.Path) -> Iterator[dict[str, Any]]:

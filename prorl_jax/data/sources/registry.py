@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import logging
 import os
 import types
@@ -19,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prorl_jax.data.schema import DataError, Example
-from prorl_jax.data.sources._rows import HubLocation, Row, Where, iter_rows
+from prorl_jax.data.sources._rows import HubLocation, Row, Where, iter_rows, json_lines
 
 _log = logging.getLogger(__name__)
 KINDS = ("benchmark", "training")
@@ -112,13 +111,7 @@ def iter_jsonl_gz(path: str, where: Where | str) -> Iterator[dict[str, Any]]:
                     str(where))
   try:
     with gzip.open(path, "rt", encoding="utf-8") as f:
-      for line_no, line in enumerate(f, 1):
-        if line.strip():
-          try:
-            yield json.loads(line)
-          except json.JSONDecodeError as e:
-            raise DataError("<row>", f"is not valid JSON ({e.msg} at line {line_no}, column {e.colno})",
-                            "each line must be one JSON object", f"{where} ({path})") from None
+      yield from json_lines(f, f"{where} ({path})")
   except (OSError, EOFError) as e:  # not gzip, or cut short
     raise DataError("<source>", f"{path!r} is not a readable gzip file ({e})", "gzip a .jsonl file",
                     str(where)) from None
