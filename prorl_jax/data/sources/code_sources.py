@@ -1,5 +1,5 @@
-"""Code benchmarks (HumanEval, HumanEval+, MBPP, LiveCodeBench, PRIME's validation set) and code training sources
-(ProRL's Eurus-2-RL-Data; HumanEval and MBPP), mapped onto the code reward's tests: stdin/stdout
+"""Code benchmarks (HumanEval, HumanEval+, MBPP; LiveCodeBench and PRIME's validation set from `contest_sources`)
+and code training sources (ProRL's Eurus-2-RL-Data from `contest_sources`; HumanEval and MBPP), mapped onto the code reward's tests: stdin/stdout
 `{"inputs", "outputs"}`, call-based `{"fn_name", "inputs": [[arg, ...], ...], "outputs": [...]}` (ALGORITHMS.md
 §12), or test programs: HumanEval's `{"test", "entry_point"}` and MBPP's `{"assert_tests", "setup"}`.
 
@@ -26,52 +26,31 @@ Layouts:
     counted in `extra["dropped_tests"]`. The full suites are large (EvalPlus adds hundreds of tests per task) and
     the sandbox harness forks once per test (about 10 ms each here), so scoring them needs a code timeout well
     above the 5 s default, or `max_tests=` for a fixed per-task subsample.
-  livecodebench/code_generation_lite (raw files test.jsonl, test2.jsonl, ...): question_title, question_content,
-    platform, question_id, contest_id, contest_date, starter_code, difficulty, public_test_cases (JSON text),
-    private_test_cases (JSON text, or base64(zlib(pickle(JSON text))) in later releases), metadata (JSON text with
-    func_name for LeetCode). "functional" tests hold one JSON argument per input line and a JSON output.
-  PRIME-RL/Eurus-2-RL-Data, train/validation (verl layout): data_source, prompt ([system, user] messages), ability
-    ("math"|"code"), reward_model {style, ground_truth: JSON text of {"inputs", "outputs", optional "fn_name"}},
-    extra_info {split, index}. PRIME's call-based inputs are strings of one JSON argument per line; they are
-    decoded into argument lists here (outputs stay as given: the code reward decodes them).
 """
 
 from __future__ import annotations
 
 import ast
-import base64
-import datetime
-import io
 import json
-import os
-import pathlib
-import pickle
 import random
-import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from prorl_jax.data.schema import DataError, Example
-from prorl_jax.data.sources._rows import (HubLocation, Row, Where, column, first_column, iter_local, iter_rows,
-                                          maybe_json)
+from prorl_jax.data.sources._rows import HubLocation, Row, column, first_column, maybe_json
+from prorl_jax.data.sources.contest_sources import (LCB_LAYOUT, convert_livecodebench, eurus_spec, lcb_hub,
+                                                    lcb_rows)
 from prorl_jax.data.sources.registry import Context, SourceSpec
 
 _HEP_LAYOUT = "evalplus/humanevalplus (task_id, prompt, entry_point, test)"
-_LCB_LAYOUT = "livecodebench/code_generation_lite"
-_EURUS_LAYOUT = "PRIME-RL/Eurus-2-RL-Data (verl: prompt, ability, reward_model.ground_truth)"
 _HE_LAYOUT = "openai/openai_humaneval (task_id, prompt, canonical_solution, test, entry_point)"
 _MBPP_LAYOUT = ("google-research-datasets/mbpp: full (task_id, text, code, test_list, test_setup_code, "
                 "challenge_test_list) or sanitized (source_file, task_id, prompt, code, test_imports, test_list)")
 _MBPP_HUB = "google-research-datasets/mbpp"
-_MAX_TESTS_BLOB = 1 << 30  # refuse LiveCodeBench test blobs that inflate beyond 1 GiB
 
 HUMANEVAL_TEMPLATE = ("Complete the following Python function. Give the whole function, with the imports it "
                       "needs.\n\n```python\n{prompt}```")
 MBPP_TEMPLATE = "{text}\nYour code should pass these tests:\n\n{tests}"  # the MBPP paper's, less its preamble
-LCB_CALL_TEMPLATE = ("{question}\n\nYou will use the following starter code to write the solution to the problem "
-                     "and enclose your code within delimiters.\n```python\n{starter_code}\n```")
-LCB_STDIN_TEMPLATE = ("{question}\n\nRead the inputs from stdin, solve the problem and write the answer to stdout "
-                      "(do not directly test on the sample inputs).")
 
 
 def _json_form(value: Any) -> tuple[bool, Any]:
@@ -279,150 +258,6 @@ def _mbpp(name: str, kind: str, config: str, description: str) -> SourceSpec:
                     hub_for=lambda options: HubLocation(_MBPP_HUB, configs=(config,), split=options["split"]))
 
 
-# ---- LiveCodeBench --------------------------------------------------------------------------------------
-
-class _TextOnlyUnpickler(pickle.Unpickler):
-  """Unpickles plain data only: LiveCodeBench blobs are a pickled JSON string, so any global is refused."""
-
-  def find_class(self, module: str, name: str):
-    raise pickle.UnpicklingError(f"refusing {module}.{name}: LiveCodeBench test blobs hold only a JSON string")
-
-
-def decode_lcb_tests(value: Any, ctx: Context, field: str) -> list[dict[str, Any]]:
-  """LiveCodeBench test cases from JSON text or the base64(zlib(pickle(JSON text))) form of later releases."""
-  if isinstance(value, list):
-    return value
-  if not isinstance(value, str):
-    raise ctx.error(field, f"has type {type(value).__name__}", "expected JSON text of a list of test cases")
-  try:
-    return json.loads(value)
-  except ValueError:
-    pass
-  try:
-    inflater = zlib.decompressobj()
-    raw = inflater.decompress(base64.b64decode(value.encode("ascii"), validate=True), _MAX_TESTS_BLOB)
-    if inflater.unconsumed_tail:
-      raise ValueError(f"inflates beyond {_MAX_TESTS_BLOB} bytes")
-    decoded = _TextOnlyUnpickler(io.BytesIO(raw)).load()
-    return json.loads(decoded) if isinstance(decoded, (str, bytes)) else decoded
-  except Exception as e:  # noqa: BLE001 -- any decoding failure is a malformed row
-    raise ctx.error(field, f"is neither JSON nor LiveCodeBench's compressed form ({type(e).__name__}: {e})",
-                    "") from None
-
-
-def _call_args(text: Any, ctx: Context, field: str) -> list[Any]:
-  if isinstance(text, list):
-    return text
-  try:
-    return [json.loads(line) for line in str(text).split("\n") if line.strip()]
-  except ValueError as e:
-    raise ctx.error(field, f"holds a call-based input that is not one JSON value per line ({e})", "") from None
-
-
-def convert_livecodebench(row: Row, ctx: Context) -> Example | None:
-  """LiveCodeBench row -> code Example (functional tests call-based on metadata.func_name, else stdin/stdout)."""
-  qid = str(column(row, "question_id", ctx.where, layout=_LCB_LAYOUT))
-  date = str(row.get("contest_date") or "")
-  start, end = ctx.options["start_date"], ctx.options["end_date"]
-  for name, value in (("start_date", start), ("end_date", end)):
-    if value is not None:
-      try:
-        datetime.date.fromisoformat(value)
-      except (TypeError, ValueError):
-        raise ValueError(f"livecodebench {name} must be an ISO date like '2024-08-01', got {value!r}") from None
-  if (start or end) and date:
-    try:
-      day = datetime.datetime.fromisoformat(date).date().isoformat()
-    except ValueError:
-      raise ctx.error("contest_date", f"is {date!r}, not an ISO date-time", "") from None
-    if (start and day < start) or (end and day > end):
-      return None
-  tests = decode_lcb_tests(column(row, "public_test_cases", ctx.where, layout=_LCB_LAYOUT), ctx, "public_test_cases")
-  tests = tests + decode_lcb_tests(row.get("private_test_cases") or "[]", ctx, "private_test_cases")
-  if not tests:
-    raise ctx.error("public_test_cases", "and private_test_cases are empty", "")
-  metadata = maybe_json(row.get("metadata") or {})
-  kinds = {t.get("testtype") for t in tests}
-  question = str(column(row, "question_content", ctx.where, layout=_LCB_LAYOUT)).strip()
-  starter = str(row.get("starter_code") or "").strip()
-  if kinds == {"functional"}:
-    fn_name = metadata.get("func_name") if isinstance(metadata, Mapping) else None
-    if not fn_name:
-      raise ctx.error("metadata", "has no func_name for functional tests", "")
-    truth = {"fn_name": fn_name, "inputs": [_call_args(t["input"], ctx, "tests") for t in tests],
-             "outputs": [t["output"] for t in tests]}  # JSON text: the code reward decodes it
-    prompt = LCB_CALL_TEMPLATE.format(question=question, starter_code=starter)
-  elif kinds == {"stdin"}:
-    truth = {"inputs": [t["input"] for t in tests], "outputs": [t["output"] for t in tests]}
-    prompt = LCB_STDIN_TEMPLATE.format(question=question)
-  else:
-    raise ctx.error("public_test_cases", f"mix test types {sorted(map(str, kinds))}", "")
-  extra = {k: str(row[k]) for k in ("question_title", "platform", "contest_id", "contest_date", "difficulty")
-           if row.get(k)}
-  extra["num_tests"] = len(tests)
-  return ctx.example(id=qid, domain="code", prompt=prompt, ground_truth=truth, extra=extra)
-
-
-def _lcb_rows(source: Any, hub: HubLocation, where: Where, options: Mapping[str, Any]) -> Iterator[Row]:
-  """A local copy of the repository is read file by file as the release names them (test.jsonl, test2.jsonl...)."""
-  if isinstance(source, (str, os.PathLike)) and pathlib.Path(source).is_dir():
-    files = [pathlib.Path(source) / f for f in hub.data_files if (pathlib.Path(source) / f).is_file()]
-    if files:
-      for path in files:
-        yield from iter_local(path, hub.split)
-      return
-  yield from iter_rows(source, hub, where)
-
-
-def _lcb_hub(options: Mapping[str, Any]) -> HubLocation:
-  version = options["version"]
-  if version.startswith("release_v") and version[9:].isdigit():
-    files = ["test.jsonl"] + [f"test{i}.jsonl" for i in range(2, int(version[9:]) + 1)]
-  elif version.startswith("v") and version[1:].isdigit():
-    files = ["test.jsonl" if version == "v1" else f"test{version[1:]}.jsonl"]
-  else:
-    raise ValueError(f"livecodebench version must look like 'release_v5' or 'v6', got {version!r}")
-  return HubLocation("livecodebench/code_generation_lite", split="test", data_files=tuple(files))
-
-
-# ---- Eurus-2-RL / PRIME validation ----------------------------------------------------------------------
-
-def _lines(value: Any) -> Any:
-  if isinstance(value, list) and all(isinstance(v, str) for v in value):
-    return "\n".join(value)
-  return value
-
-
-def convert_eurus(row: Row, ctx: Context) -> Example | None:
-  """verl-layout Eurus-2-RL row -> Example; rows of other abilities are dropped."""
-  ability = str(column(row, "ability", ctx.where, layout=_EURUS_LAYOUT))
-  if ability not in ctx.options["abilities"]:
-    return None
-  messages = maybe_json(column(row, "prompt", ctx.where, layout=_EURUS_LAYOUT))
-  reward = maybe_json(column(row, "reward_model", ctx.where, layout=_EURUS_LAYOUT))
-  if not isinstance(reward, Mapping) or reward.get("ground_truth") is None:
-    raise ctx.error("reward_model", "has no ground_truth", f"expected the {_EURUS_LAYOUT} layout")
-  truth = maybe_json(reward["ground_truth"])
-  if ability == "code" and isinstance(truth, Mapping):
-    if truth.get("fn_name"):
-      truth = {**truth, "inputs": [_call_args(i, ctx, "reward_model.ground_truth") for i in truth.get("inputs", [])]}
-    else:  # APPS-derived rows may store stdin/stdout as lists of lines
-      truth = {**truth, **{k: [_lines(v) for v in truth.get(k) or []] for k in ("inputs", "outputs")}}
-  if isinstance(messages, list) and not ctx.options["keep_system_prompt"]:  # PRIME's action-tag system prompt
-    messages = [m for m in messages if not (isinstance(m, Mapping) and m.get("role") == "system")]
-  info = maybe_json(row.get("extra_info") or {})
-  index = info.get("index") if isinstance(info, Mapping) else None
-  extra = {"data_source": row.get("data_source"), "ability": ability}
-  return ctx.example(id=str(index if index is not None else ctx.index), domain=ability, messages=messages,
-                     ground_truth=truth, extra=extra)
-
-
-def _eurus(name: str, kind: str, split: str, description: str) -> SourceSpec:
-  return SourceSpec(name=name, kind=kind, domain="code", hub=HubLocation("PRIME-RL/Eurus-2-RL-Data", split=split),
-                    convert=convert_eurus, layout=_EURUS_LAYOUT, description=description,
-                    defaults={"abilities": ("code",), "keep_system_prompt": False})
-
-
 _HUMANEVAL_HUB = HubLocation("openai/openai_humaneval", split="test")
 
 CODE_BENCHMARKS: Mapping[str, SourceSpec] = {s.name: s for s in (
@@ -434,16 +269,16 @@ CODE_BENCHMARKS: Mapping[str, SourceSpec] = {s.name: s for s in (
                hub=HubLocation("evalplus/humanevalplus", split="test"), convert=convert_humaneval_plus,
                layout=_HEP_LAYOUT, description="HumanEval+ (EvalPlus), 164 problems, call-based tests",
                defaults={"max_tests": None}),
-    SourceSpec(name="livecodebench", kind="benchmark", domain="code", hub=None, hub_for=_lcb_hub,
-               convert=convert_livecodebench, layout=_LCB_LAYOUT, rows=_lcb_rows,
+    SourceSpec(name="livecodebench", kind="benchmark", domain="code", hub=None, hub_for=lcb_hub,
+               convert=convert_livecodebench, layout=LCB_LAYOUT, rows=lcb_rows,
                description="LiveCodeBench code generation (lite), optionally within a contest-date window",
                defaults={"version": "release_v5", "start_date": None, "end_date": None}),
-    _eurus("prime_code_val", "benchmark", "validation",
+    eurus_spec("prime_code_val", "benchmark", "validation",
            "PRIME validation code problems (APPS, CodeContests, Codeforces, TACO) from Eurus-2-RL-Data"),
 )}
 
 CODE_TRAINING: Mapping[str, SourceSpec] = {s.name: s for s in (
-    _eurus("eurus2_code", "training", "train", "Eurus-2-RL-Data code problems (ProRL's code domain)"),
+    eurus_spec("eurus2_code", "training", "train", "Eurus-2-RL-Data code problems (ProRL's code domain)"),
     SourceSpec(name="humaneval", kind="training", domain="code", hub=_HUMANEVAL_HUB, convert=convert_humaneval,
                layout=_HE_LAYOUT, description="HumanEval (its only split, test) as training data"),
     _mbpp("mbpp", "training", "full", "MBPP (split= train 374 / validation 90 / test 500 / prompt 10)"),
