@@ -1,4 +1,4 @@
-"""The hand memory model (`prorl_jax.parallel.memory`) against the TPU compiler, phase by phase; prints JSON.
+"""The hand memory model (`prorl_jax.training.memory`) against the TPU compiler, phase by phase; prints JSON.
 
 For a spread of runs (model sizes, meshes, micro-batches, remat on and off, sequence lengths) it plans each one
 deviceless (`prorl_jax.planning.plan`: the trainer's programs compiled for the topology) and compares the memory

@@ -113,31 +113,25 @@ def worker_jax(args) -> dict:
   optimizer = make_optimizer(run.optimizer)
   settings = update.LossSettings.from_config(run, prompt_len=args.prompt)
   micro = args.micro if args.worker == "prorl_jax" else 0  # prorl_jax_padded: one padded pass, as before bucketing
-  settings = update.LossSettings(**dict(vars(settings), chunk_size=args.chunk, micro_batch_size=micro,
-                                        logprob_micro_batch_size=micro))
+  settings = update.LossSettings(**dict(vars(settings), chunk_size=args.chunk))
   state = create_train_state(params, optimizer, seed=0)
   del params
   arrays = {k: data[k] for k in ("input_ids", "attention_mask", "response_mask", "advantages")}
-  state_sharding = batch_sharding = None
-  if args.devices > 1:
-    # Rows split over a data mesh (params replicated): one XLA program per CPU device, run side by side.
-    mesh = parallel.make_mesh(dict(data=args.devices, fsdp=1, tensor=1))
-    state_sharding = parallel.train_state_shardings(config, state, optimizer, mesh)
-    batch_sharding = parallel.rows_shardings(
-        update.TrainBatch(**arrays, old_logp=data["advantages"], ref_logp=data["advantages"]), mesh)
-    state = jax.device_put(state, state_sharding)
-    arrays = {k: jax.device_put(v, getattr(batch_sharding, k)) for k, v in arrays.items()}
-  else:
-    mesh = None
-    arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
-  fns = update.build_step_functions(config, settings, optimizer, mesh=mesh, state_sharding=state_sharding,
-                                    batch_sharding=batch_sharding)
+  # Rows split over a data mesh (params replicated): one XLA program per CPU device, run side by side.
+  mesh = parallel.make_mesh(dict(data=args.devices, fsdp=1, tensor=1), devices=jax.devices()[:args.devices])
+  state_sharding = parallel.train_state_shardings(config, state, optimizer, mesh)
+  batch_sharding = parallel.rows_shardings(
+      update.TrainBatch(**arrays, old_logp=data["advantages"], ref_logp=data["advantages"]), mesh)
+  state = jax.device_put(state, state_sharding)
+  arrays = {k: jax.device_put(v, getattr(batch_sharding, k)) for k, v in arrays.items()}
+  fns = update.build_step_functions(config, settings, optimizer, mesh=mesh, state_sharding=state_sharding)
   holder = {"state": state}
   del state
-  plan = None
   if args.buckets and args.worker == "prorl_jax":
     with open(os.path.join(args.dir, "plan.json")) as f:
       plan = [micro_batches.MicroBatch(np.asarray(rows, np.int32), pw, rw) for rows, pw, rw in json.load(f)]
+  else:  # equal full-width micro-batches (one for the padded worker: a single pass, as before bucketing)
+    plan = micro_batches.equal_plan(args.batch, micro, args.prompt, args.response)
 
   def step():
     st = holder["state"]
@@ -154,8 +148,7 @@ def worker_jax(args) -> dict:
               peak_flops=peak, peak_source=source,
               # FLOPs of the shapes actually computed (bucketed widths, or the full padded layout).
               update_flops=sum(len(mb.rows) * mfu.update_flops_per_sequence(config, mb.prompt_width,
-                                                                            mb.response_width) for mb in plan)
-              if plan else args.batch * mfu.update_flops_per_sequence(config, args.prompt, args.response))
+                                                                            mb.response_width) for mb in plan))
 
 
 def worker_torch(args) -> dict:

@@ -39,8 +39,9 @@ def main(argv):
       raise app.UsageError(f"--{flag.name} is required, e.g. --{flag.name}={example}")
   logging.getLogger("absl").setLevel(logging.WARNING)
   from prorl_jax.data import DataError
-  from prorl_jax.evaluation import run_evaluation
-  from prorl_jax.models import ChatTemplateError, CheckpointError, ConfigError
+  from prorl_jax.training.evaluate import run_evaluation
+  from prorl_jax.errors import ConfigError
+  from prorl_jax.models import ChatTemplateError, CheckpointError
 
   checkpoints = ([("baseline", _BASELINE.value)] if _BASELINE.value else []) + [("checkpoint", _CHECKPOINT.value)]
   specs = [s for s in _BENCHMARKS.value.split(";") if s]

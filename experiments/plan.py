@@ -45,7 +45,8 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)
   logging.getLogger("kernels").setLevel(logging.WARNING)  # the plan names the decode kernel it finds
   from prorl_jax import planning
-  from prorl_jax.models import CheckpointError, ConfigError
+  from prorl_jax.errors import ConfigError
+  from prorl_jax.models import CheckpointError
   from prorl_jax.parallel.topology import TopologyUnavailable
 
   log = (lambda _: None) if _QUIET.value else (lambda msg: print(f"[plan] {msg}", file=sys.stderr, flush=True))

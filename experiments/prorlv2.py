@@ -29,7 +29,8 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)
   # Imported after flag parsing so `--help` is fast and config errors surface before JAX starts.
   from prorl_jax.data import DataError
-  from prorl_jax.models import ChatTemplateError, CheckpointError, ConfigError
+  from prorl_jax.errors import ConfigError
+  from prorl_jax.models import ChatTemplateError, CheckpointError
   from prorl_jax.parallel import maybe_initialize
   from prorl_jax.training import TrainingError, train
 

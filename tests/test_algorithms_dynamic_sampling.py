@@ -1,7 +1,5 @@
 """Dynamic-sampling keep rules vs numpy, and the host-side refill accumulator."""
 
-import pickle
-
 import chex
 import numpy as np
 import pytest
@@ -99,15 +97,6 @@ class AccumulatorTest(parameterized.TestCase):
     self.assertEqual(acc.num_prompts, 0)  # verl: surplus dropped
     self.assertEqual(acc.num_gen_batches, 0)
 
-  def test_carry_over_keeps_surplus(self):
-    acc = A.DynamicSamplingAccumulator(target_prompts=2, carry_over=True)
-    data, gids, keep = _gen_batch(1, 8)
-    acc.add(data, gids, keep)
-    n_kept = acc.num_prompts
-    self.assertGreater(n_kept, 2)
-    acc.take()
-    self.assertEqual(acc.num_prompts, n_kept - 2)
-
   def test_raises_after_max_gen_batches_with_actionable_message(self):
     acc = A.DynamicSamplingAccumulator(target_prompts=100, max_gen_batches=2)
     data, gids, keep = _gen_batch(2, 4)
@@ -117,23 +106,6 @@ class AccumulatorTest(parameterized.TestCase):
     unlimited = A.DynamicSamplingAccumulator(target_prompts=100, max_gen_batches=0)
     for _ in range(5):
       unlimited.add(data, gids, keep)
-
-  def test_state_dict_roundtrip_restores_the_buffer(self):
-    acc = A.DynamicSamplingAccumulator(target_prompts=10, max_gen_batches=0)
-    for seed in range(2):
-      acc.add(*_gen_batch(seed, 8))
-    state = pickle.loads(pickle.dumps(acc.state_dict()))
-    restored = A.DynamicSamplingAccumulator(target_prompts=10, max_gen_batches=0)
-    restored.load_state_dict(state)
-    for a in (acc, restored):
-      a.add(*_gen_batch(7, 8))
-    self.assertEqual(acc.num_prompts, restored.num_prompts)
-    self.assertEqual(acc.num_gen_batches, restored.num_gen_batches)
-    out_a, gids_a = acc.take()
-    out_b, gids_b = restored.take()
-    np.testing.assert_array_equal(gids_a, gids_b)
-    for key in out_a:
-      np.testing.assert_array_equal(out_a[key], out_b[key])
 
   def test_bad_inputs(self):
     acc = A.DynamicSamplingAccumulator(target_prompts=2)

@@ -10,7 +10,7 @@ import jax
 import optax
 
 from prorl_jax import models
-from prorl_jax.evaluation import run_evaluation
+from prorl_jax.training.evaluate import run_evaluation
 from prorl_jax.training.checkpointing import Checkpointer
 from prorl_jax.training.state import create_train_state
 from training_helpers import REPO, small_config

@@ -10,6 +10,7 @@ import pytest
 from kernels.column_attention import column_attention
 from kernels.decode_attention_reference import decode_attention_reference
 from prorl_jax import models
+from prorl_jax.models import decode_columns
 
 
 def _config(**kw):
@@ -35,10 +36,10 @@ def test_column_steps_equal_row_steps_and_the_full_forward(tied, kv_heads):
   seqs = rng.randint(0, config.vocab_size, size=(3, total))
   full = np.asarray(models.forward(config, params, seqs))
   rows_cache = _prefilled(config, params, seqs, lengths, total + 3)
-  cols_cache = models.to_column_cache(config, rows_cache)
-  weights = models.column_weights(config, params)
+  cols_cache = decode_columns.to_column_cache(config, rows_cache)
+  weights = decode_columns.column_weights(config, params)
   row_step = jax.jit(models.decode_step, static_argnums=0)
-  col_step = jax.jit(models.decode_step_columns, static_argnums=0)
+  col_step = jax.jit(decode_columns.decode_step_columns, static_argnums=0)
   positions = lengths.copy()
   for _ in range(total - lengths.max()):
     tokens = seqs[np.arange(3), positions]
@@ -48,7 +49,7 @@ def test_column_steps_equal_row_steps_and_the_full_forward(tied, kv_heads):
     np.testing.assert_allclose(np.asarray(got).T, np.asarray(want), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(got).T, full[np.arange(3), positions], atol=1e-4)
     positions = positions + 1
-  chex.assert_trees_all_close(models.from_column_cache(cols_cache), rows_cache, atol=1e-5)
+  chex.assert_trees_all_close(decode_columns.from_column_cache(cols_cache), rows_cache, atol=1e-5)
 
 
 def test_inactive_rows_attend_to_nothing_and_active_rows_are_unaffected():
@@ -56,8 +57,8 @@ def test_inactive_rows_attend_to_nothing_and_active_rows_are_unaffected():
   params = models.init_params(config, jax.random.key(1))
   seqs = np.random.RandomState(1).randint(0, config.vocab_size, size=(2, 6))
   full = np.asarray(models.forward(config, params, seqs))
-  cache = models.to_column_cache(config, _prefilled(config, params, seqs, np.array([3, 3]), 8))
-  logits, _ = models.decode_step_columns(config, models.column_weights(config, params), seqs[:, 3],
+  cache = decode_columns.to_column_cache(config, _prefilled(config, params, seqs, np.array([3, 3]), 8))
+  logits, _ = decode_columns.decode_step_columns(config, decode_columns.column_weights(config, params), seqs[:, 3],
                                          np.array([3, 3]), cache, active=np.array([True, False]))
   np.testing.assert_allclose(np.asarray(logits)[:, 0], full[0, 3], atol=1e-4)
   assert np.isfinite(np.asarray(logits)).all()
@@ -70,9 +71,9 @@ def test_bf16_column_step_close_to_row_step():
   rows_cache = _prefilled(config, params, seqs, np.array([4, 2]), 8)
   positions = np.array([4, 2])
   want, _ = models.decode_step(config, params, seqs[np.arange(2), positions], positions, rows_cache)
-  got, cache = models.decode_step_columns(config, models.column_weights(config, params),
+  got, cache = decode_columns.decode_step_columns(config, decode_columns.column_weights(config, params),
                                           seqs[np.arange(2), positions], positions,
-                                          models.to_column_cache(config, rows_cache))
+                                          decode_columns.to_column_cache(config, rows_cache))
   assert cache.keys[0].dtype == jnp.bfloat16 and got.dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(got).T, np.asarray(want), atol=0.1)
 
@@ -87,7 +88,7 @@ def test_column_attention_equals_the_reference(group):
   lengths = np.array([0, 1, 17, max_len, max_len + 4], np.int32)  # empty, one, ragged, full, past the end
   config = _config(num_attention_heads=kv_heads * group, num_key_value_heads=kv_heads, hidden_size=kv_heads * group * head_dim)
   merged = lambda x: jnp.asarray(x.reshape(batch, max_len, kv_heads * head_dim))  # the model's cache layout
-  cols = models.to_column_cache(config, models.KVCache((merged(k),), (merged(v),)))
+  cols = decode_columns.to_column_cache(config, models.KVCache((merged(k),), (merged(v),)))
   got = jax.jit(column_attention)(q, cols.keys[0], cols.values[0], lengths)
   want = decode_attention_reference(q, k, v, lengths)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
@@ -99,22 +100,22 @@ def test_column_cache_round_trips_exactly():
   config = _config(num_attention_heads=3, num_key_value_heads=3, hidden_size=12)  # head_dim 4
   cache = models.KVCache(tuple(jnp.asarray(rng.normal(size=(2, 7, 12)), jnp.float32) for _ in range(2)),
                          tuple(jnp.asarray(rng.normal(size=(2, 7, 12)), jnp.float32) for _ in range(2)))
-  cols = models.to_column_cache(config, cache)
+  cols = decode_columns.to_column_cache(config, cache)
   chex.assert_shape(cols.keys, [(2, 3, 4, 7)] * 2)
   chex.assert_shape(cols.values, [(2, 3, 7, 4)] * 2)
-  chex.assert_trees_all_equal(models.from_column_cache(cols), cache)
+  chex.assert_trees_all_equal(decode_columns.from_column_cache(cols), cache)
 
 
 def test_decode_windows_split_the_generated_span():
-  assert models.decode_windows(64, 192) == (96, 128, 160, 192)
-  assert models.decode_windows(512, 8704) == (2560, 4608, 6656, 8704)  # at most four phases
-  assert models.decode_windows(32, 48) == (48,)  # under two phases' worth: one loop over the whole cache
-  assert models.decode_windows(0, 5) == (5,)
+  assert decode_columns.decode_windows(64, 192) == (96, 128, 160, 192)
+  assert decode_columns.decode_windows(512, 8704) == (2560, 4608, 6656, 8704)  # at most four phases
+  assert decode_columns.decode_windows(32, 48) == (48,)  # under two phases' worth: one loop over the whole cache
+  assert decode_columns.decode_windows(0, 5) == (5,)
   for filled, cache_len in [(7, 200), (1, 129), (100, 101), (33, 1000)]:
-    windows = models.decode_windows(filled, cache_len)
+    windows = decode_columns.decode_windows(filled, cache_len)
     assert windows[-1] == cache_len and windows[0] > filled and list(windows) == sorted(set(windows))
   with pytest.raises(ValueError, match="filled"):
-    models.decode_windows(10, 10)
+    decode_columns.decode_windows(10, 10)
 
 
 def test_grow_column_cache_pads_positions_with_zeros():
@@ -122,9 +123,9 @@ def test_grow_column_cache_pads_positions_with_zeros():
   config = _config(num_attention_heads=3, num_key_value_heads=3, hidden_size=12, num_hidden_layers=1)
   cache = models.KVCache((jnp.asarray(rng.normal(size=(2, 9, 12)), jnp.float32),),
                          (jnp.asarray(rng.normal(size=(2, 9, 12)), jnp.float32),))
-  short = models.to_column_cache(config, cache, 5)
+  short = decode_columns.to_column_cache(config, cache, 5)
   chex.assert_shape((short.keys[0], short.values[0]), [(2, 3, 4, 5), (2, 3, 5, 4)])
-  grown = models.from_column_cache(models.grow_column_cache(short, 9))
+  grown = decode_columns.from_column_cache(decode_columns.grow_column_cache(short, 9))
   np.testing.assert_array_equal(np.asarray(grown.keys[0][:, :5]), np.asarray(cache.keys[0][:, :5]))
   np.testing.assert_array_equal(np.asarray(grown.values[0][:, :5]), np.asarray(cache.values[0][:, :5]))
   assert not np.asarray(grown.keys[0][:, 5:]).any() and not np.asarray(grown.values[0][:, 5:]).any()

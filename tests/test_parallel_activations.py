@@ -1,4 +1,5 @@
-"""Activation layout helpers under a context mesh: row constraints for FSDP and per-row-shard execution."""
+"""Activation layout under a context mesh: the model's row constraints for FSDP (`models.constrain_activations` with
+`parallel.TRAIN_LAYOUT`) and per-row-shard execution."""
 
 import re
 
@@ -7,17 +8,24 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from prorl_jax import algorithms, parallel
+from prorl_jax import algorithms, models, parallel
+
+
+def _pin(v):
+  return models.constrain_activations(parallel.TRAIN_LAYOUT, v)
 
 
 def test_constrain_activations():
   mesh = parallel.make_mesh(dict(data=2, fsdp=2, tensor=2))
   x = jnp.ones((8, 4, 6))
-  f = jax.jit(lambda v: parallel.constrain_activations(v * 2))
+  f = jax.jit(lambda v: _pin(v * 2))
   with jax.set_mesh(mesh):
     y = f(x)
   assert y.sharding.is_equivalent_to(NamedSharding(mesh, P(("data", "fsdp"))), 3)
-  np.testing.assert_array_equal(jax.jit(lambda v: parallel.constrain_activations(v * 2))(x), 2 * x)  # no mesh
+  np.testing.assert_array_equal(jax.jit(lambda v: _pin(v * 2))(x), 2 * x)  # no mesh
+  with jax.set_mesh(mesh):  # no layout: no hint
+    free = jax.jit(lambda v: models.constrain_activations(models.NO_LAYOUT, v * 2)).lower(x).as_text()
+  assert "sharding_constraint" not in free and "Sharding" not in free
 
 
 def _dot_row_counts(compiled) -> set[int]:
@@ -33,7 +41,7 @@ def test_constraint_keeps_fsdp_activations_split_by_rows():
   w = jax.ShapeDtypeStruct((64, 64), jnp.float32, sharding=NamedSharding(mesh, P("fsdp")))
 
   def mlp(x, w1, w2, constrain):
-    c = parallel.constrain_activations if constrain else (lambda v: v)
+    c = _pin if constrain else (lambda v: v)
     h = c(jnp.tanh(c(x) @ w1))
     return jnp.sum(c(h @ w2) ** 2)
 

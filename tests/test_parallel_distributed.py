@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from prorl_jax import parallel
-from prorl_jax.models.config import ConfigError
+from prorl_jax.errors import ConfigError
 from prorl_jax.training import Trainer
 from prorl_jax.training import config as config_lib
 from training_helpers import small_config

@@ -15,6 +15,7 @@ import pytest
 from prorl_jax import models
 from prorl_jax.training import mfu, update
 from prorl_jax.training import state as state_lib
+from training_helpers import step_functions
 
 P, R, B = 48, 80, 4
 
@@ -38,12 +39,17 @@ def test_flop_counts_match_xla_cost_analysis(tied):
   batch = update.TrainBatch(input_ids=s((B, P + R), jnp.int32), attention_mask=s((B, P + R), jnp.bool_),
                             response_mask=s((B, R), jnp.float32), advantages=s((B, R), jnp.float32),
                             old_logp=s((B, R), jnp.float32), ref_logp=s((B, R), jnp.float32))
-  fns = update.build_step_functions(cfg, settings, opt)
+  fns = step_functions(cfg, settings, opt)
+  rows = s((B,), jnp.int32)
+  widths = dict(prompt_width=P, response_width=R)
   forward = B * mfu.forward_flops_per_sequence(cfg, P, R)
-  xla_forward = _cost(fns.jit_logprobs.lower(params, batch.input_ids, batch.attention_mask).compile())
+  xla_forward = _cost(fns.jit_micro_logprobs.lower(params, batch.old_logp, batch.input_ids, batch.attention_mask,
+                                                   rows, with_entropy=False, **widths).compile())
   # Our count is matmuls only; XLA adds the elementwise work (norms, softmax, rotary): a few percent.
   assert 1.0 <= xla_forward / forward <= 1.05, xla_forward / forward
-  xla_update = _cost(fns.jit_update.lower(state, batch).compile())
+  acc = jax.eval_shape(update.zero_accumulator, params)
+  norm = update.Normalizer(s((), jnp.float32), s((), jnp.float32), R)
+  xla_update = _cost(fns.jit_micro_accumulate.lower(params, acc, batch, rows, norm, **widths).compile())
   assert 1.0 <= xla_update / (3 * forward) <= 1.12, xla_update / (3 * forward)
   assert mfu.update_flops_per_sequence(cfg, P, R) == 5 * forward / B
   assert mfu.update_flops_per_token(cfg, P, R) * (P + R) == pytest.approx(5 * forward / B)

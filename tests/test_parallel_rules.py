@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from prorl_jax import models, parallel
-from prorl_jax.models.config import ConfigError
+from prorl_jax.errors import ConfigError
 from prorl_jax.parallel import rules
 from prorl_jax.training import config as config_lib
 from prorl_jax.training import state as state_lib
@@ -38,8 +38,8 @@ def test_every_param_has_a_rule(name):
   assert len(jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, P))) == len(flat)
   for path, leaf in flat:
     key = rules._canonical(path)
-    assert key in parallel.PARAM_AXES, key
-    assert len(parallel.PARAM_AXES[key]) == leaf.ndim, key
+    assert key in models.PARAM_AXES, key
+    assert len(models.PARAM_AXES[key]) == leaf.ndim, key
 
 
 def test_rule_table_has_no_stale_entries():
@@ -47,7 +47,7 @@ def test_rule_table_has_no_stale_entries():
   for config in CONFIGS.values():
     for path, _ in jax.tree_util.tree_flatten_with_path(_abstract_params(config))[0]:
       used.add(rules._canonical(path))
-  assert used == set(parallel.PARAM_AXES)
+  assert used == set(models.PARAM_AXES)
 
 
 def test_param_without_rule_fails_naming_it():

@@ -8,9 +8,11 @@ import pytest
 from prorl_jax import models, parallel
 from prorl_jax.training import state as state_lib
 from prorl_jax.training import update
-from training_helpers import small_model_config, small_optimizer
+from prorl_jax.training import micro_batches
+from training_helpers import small_model_config, small_optimizer, step_functions
 
 PROMPT, RESPONSE, ROWS = 8, 8, 16
+PLAN = micro_batches.equal_plan(ROWS, 8, PROMPT, RESPONSE)  # two micro-batches of 8 rows, accumulated
 
 
 def _batch(config, params, logprobs_fn):
@@ -37,14 +39,13 @@ def setup():
   config = small_model_config()
   # Host copies: the update donates its state, and device_put onto the array's own device would alias it.
   params = jax.device_get(models.init_params(config, jax.random.key(0)))
-  settings = update.LossSettings(prompt_len=PROMPT, kl_coef=0.1, kl_estimator="k2", chunk_size=5,
-                                 micro_batch_size=8)
+  settings = update.LossSettings(prompt_len=PROMPT, kl_coef=0.1, kl_estimator="k2", chunk_size=5)
   optimizer = small_optimizer()
-  fns = update.build_step_functions(config, settings, optimizer)
+  fns = step_functions(config, settings, optimizer)
   batch = _batch(config, params, fns.logprobs)
   one = jax.devices()[0]
   state = jax.device_put(state_lib.create_train_state(params, optimizer, seed=0), one)
-  new_state, metrics = fns.update(state, jax.device_put(batch, one))
+  new_state, metrics = fns.update(state, jax.device_put(batch, one), PLAN)
   expected_logp = fns.logprobs(new_state.params, batch.input_ids, batch.attention_mask)
   return config, params, settings, optimizer, batch, jax.device_get((new_state, metrics, expected_logp))
 
@@ -60,9 +61,8 @@ def test_sharded_update_equals_single_device(setup, mesh_sizes):
   state_sharding = parallel.train_state_shardings(config, state, optimizer, mesh)
   batch_sharding = parallel.rows_shardings(batch, mesh)
   state = jax.device_put(state, state_sharding)
-  fns = update.build_step_functions(config, settings, optimizer, mesh=mesh, state_sharding=state_sharding,
-                                    batch_sharding=batch_sharding)
-  new_state, metrics = fns.update(state, jax.device_put(batch, batch_sharding))
+  fns = step_functions(config, settings, optimizer, mesh)
+  new_state, metrics = fns.update(state, jax.device_put(batch, batch_sharding), PLAN)
   # The update really ran sharded: params keep the rule's layout, e.g. q_proj [H, Hq*D] over (fsdp, tensor).
   q = new_state.params["layers_0"]["self_attn"]["q_proj"]["kernel"]
   assert q.sharding.spec == parallel.param_specs(config, params, mesh)["layers_0"]["self_attn"]["q_proj"]["kernel"]

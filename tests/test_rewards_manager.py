@@ -109,10 +109,10 @@ def test_workers_are_reused_across_batches(manager):
 
 def test_items_run_in_parallel(manager):
   start = time.monotonic()
-  batch = manager.score_batch(["nap"] * 4, [""] * 4, ["0.3"] * 4)
+  batch = manager.score_batch(["nap"] * 4, [""] * 4, ["0.5"] * 4)
   elapsed = time.monotonic() - start
   assert batch.counts()["ok"] == 4
-  assert elapsed < 4 * 0.3, f"{elapsed:.2f}s: two workers should overlap the naps"
+  assert elapsed < 4 * 0.5, f"{elapsed:.2f}s: two workers should overlap the naps"
 
 
 def test_concurrent_callers_get_their_own_results(manager):

@@ -8,6 +8,7 @@ import scipy.stats
 
 from hf_fixtures import make_hf_model
 from prorl_jax import models, rollout
+from prorl_jax.models import decode_columns
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [3, 4], [20, 21, 22, 23, 24], [9]]
 
@@ -85,7 +86,7 @@ def test_phased_column_decode_equals_transformers_over_long_responses(diverse):
   and 132 positions; rows stopping by EOS in the first and in a later phase, and a row running to the end, match
   transformers token for token."""
   torch_model, config, params = diverse
-  assert models.decode_windows(32, 132) == (66, 99, 132)
+  assert decode_columns.decode_windows(32, 132) == (66, 99, 132)
   sampler = rollout.Sampler(config, decode_layout="columns")
   greedy = rollout.SamplingParams(temperature=0.0)
   free = sampler.generate(params, PROMPTS, max_new_tokens=100, sampling=greedy, eos_token_ids=[])

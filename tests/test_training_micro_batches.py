@@ -10,7 +10,7 @@ import pytest
 from prorl_jax import models, parallel
 from prorl_jax.training import micro_batches, update
 from prorl_jax.training import state as state_lib
-from training_helpers import small_model_config, small_optimizer
+from training_helpers import small_model_config, small_optimizer, step_functions
 
 PROMPT, RESPONSE, ROWS = 20, 48, 16
 
@@ -93,15 +93,16 @@ def _batch(config, params, fns):
                            response_mask=f32(resp_mask), advantages=f32(adv), old_logp=f32(old), ref_logp=f32(ref))
 
 
-def _settings(agg_mode="token-mean", entropy_coef=0.0, micro=4):
+def _settings(agg_mode="token-mean", entropy_coef=0.0):
   return update.LossSettings(prompt_len=PROMPT, kl_coef=0.1, kl_estimator="k2", chunk_size=7, agg_mode=agg_mode,
-                             entropy_coef=entropy_coef, micro_batch_size=micro, logprob_micro_batch_size=micro)
+                             entropy_coef=entropy_coef)
 
 
-def _padded_update(config, params, settings, optimizer, batch):
-  fns = update.build_step_functions(config, settings, optimizer)
+def _padded_update(config, params, settings, optimizer, batch, micro):
+  """The reference: equal micro-batches of rows in order, at full width (no trimming)."""
+  fns = step_functions(config, settings, optimizer)
   state = state_lib.create_train_state(params, optimizer, seed=0)
-  return jax.device_get(fns.update(state, batch))
+  return jax.device_get(fns.update(state, batch, micro_batches.equal_plan(ROWS, micro, PROMPT, RESPONSE)))
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def model():
   config = small_model_config()
   params = jax.device_get(models.init_params(config, jax.random.key(0)))
   optimizer = small_optimizer()
-  batch = _batch(config, params, update.build_step_functions(config, _settings(), optimizer))
+  batch = _batch(config, params, step_functions(config, _settings(), optimizer))
   return config, params, optimizer, batch
 
 
@@ -130,9 +131,9 @@ def _assert_same_update(got, want):
     ("seq-mean-token-sum", 0.0, 8), ("seq-mean-token-sum-norm", 0.0, 4)])
 def test_trimmed_update_equals_padded(model, agg_mode, entropy_coef, micro):
   config, params, optimizer, batch = model
-  settings = _settings(agg_mode, entropy_coef, micro)
-  want = _padded_update(config, params, settings, optimizer, batch)
-  fns = update.build_step_functions(config, settings, optimizer)
+  settings = _settings(agg_mode, entropy_coef)
+  want = _padded_update(config, params, settings, optimizer, batch, micro)
+  fns = step_functions(config, settings, optimizer)
   plan = micro_batches.plan_micro_batches(np.asarray(batch.attention_mask), np.asarray(batch.response_mask), PROMPT,
                                           micro, per_octave=4)
   assert micro == 0 or any(mb.response_width < RESPONSE for mb in plan)  # something was trimmed
@@ -142,7 +143,7 @@ def test_trimmed_update_equals_padded(model, agg_mode, entropy_coef, micro):
 
 def test_trimmed_logprobs_equal_padded_on_response_tokens(model):
   config, params, optimizer, batch = model
-  fns = update.build_step_functions(config, _settings(entropy_coef=0.01), optimizer)
+  fns = step_functions(config, _settings(entropy_coef=0.01), optimizer)
   plan = micro_batches.plan_micro_batches(np.asarray(batch.attention_mask), np.asarray(batch.response_mask), PROMPT,
                                           4, per_octave=4)
   want_lp, want_ent = fns.logprobs_entropy(params, batch.input_ids, batch.attention_mask)
@@ -159,14 +160,13 @@ def test_trimmed_logprobs_equal_padded_on_response_tokens(model):
                                         pytest.param(dict(data=2, fsdp=4, tensor=1), marks=pytest.mark.slow)])
 def test_sharded_trimmed_update_equals_single_device_padded(model, mesh_sizes):
   config, params, optimizer, batch = model
-  settings = _settings(micro=8)
-  want = _padded_update(config, params, settings, optimizer, batch)
+  settings = _settings()
+  want = _padded_update(config, params, settings, optimizer, batch, 8)
   mesh = parallel.make_mesh(mesh_sizes)
   state = state_lib.create_train_state(params, optimizer, seed=0)
   state_sharding = parallel.train_state_shardings(config, state, optimizer, mesh)
   batch_sharding = parallel.rows_shardings(batch, mesh)
-  fns = update.build_step_functions(config, settings, optimizer, mesh=mesh, state_sharding=state_sharding,
-                                    batch_sharding=batch_sharding)
+  fns = step_functions(config, settings, optimizer, mesh)
   plan = micro_batches.plan_micro_batches(np.asarray(batch.attention_mask), np.asarray(batch.response_mask), PROMPT,
                                           8, per_octave=4)
   placed = jax.device_put(batch, batch_sharding)

@@ -26,6 +26,20 @@ def small_optimizer():
       lr=1e-3, warmup_steps=0, weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-6, grad_clip=1.0)))
 
 
+def step_functions(model_config, settings, optimizer, mesh=None):
+  """`update.build_step_functions` on `mesh` (default: a mesh of the first device), shardings from the rules."""
+  import jax
+  from prorl_jax import models, parallel
+  from prorl_jax.training import state as state_lib
+  from prorl_jax.training import update
+  mesh = mesh or parallel.make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+  state = jax.eval_shape(lambda: state_lib.create_train_state(
+      models.init_params(model_config, jax.random.key(0)), optimizer, seed=0))
+  return update.build_step_functions(model_config, settings, optimizer, mesh=mesh,
+                                     state_sharding=parallel.train_state_shardings(model_config, state, optimizer,
+                                                                                   mesh))
+
+
 def tiny_config():
   spec = importlib.util.spec_from_file_location("tiny_config", REPO / "experiments" / "configs" / "tiny.py")
   module = importlib.util.module_from_spec(spec)

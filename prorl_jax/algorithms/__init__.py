@@ -16,10 +16,11 @@ from prorl_jax.algorithms.advantages import rloo_advantages
 from prorl_jax.algorithms.aggregation import AGG_MODES
 from prorl_jax.algorithms.aggregation import agg_loss
 from prorl_jax.algorithms.aggregation import global_counts
-from prorl_jax.algorithms.dynamic_sampling import dynamic_sampling_keep
+from prorl_jax.algorithms.dynamic_sampling import FILTER_METRICS, KEEP_RULES, dynamic_sampling_keep
 from prorl_jax.algorithms.dynamic_sampling import DynamicSamplingAccumulator
 from prorl_jax.algorithms.dynamic_sampling import DynamicSamplingError
 from prorl_jax.algorithms.kl import ESTIMATORS as KL_ESTIMATORS
+from prorl_jax.algorithms.kl import NAMES as KL_NAMES
 from prorl_jax.algorithms.kl import KL_CONVENTIONS
 from prorl_jax.algorithms.kl import kl_in_reward
 from prorl_jax.algorithms.kl import kl_penalty
@@ -44,12 +45,12 @@ from prorl_jax.algorithms.reference_reset import ResetPolicy
 from prorl_jax.algorithms.reference_reset import ResetTrackerState
 
 __all__ = [
-    "ADVANTAGE_ESTIMATORS", "AGG_MODES", "DynamicSamplingAccumulator", "DynamicSamplingError", "KL_CONVENTIONS",
-    "KL_ESTIMATORS", "LengthShapingConfig", "ResetPolicy", "ResetTrackerState", "agg_loss", "compute_advantages",
-    "cosine_length_penalty", "discounted_returns", "dynamic_sampling_keep", "global_counts", "grpo_advantages",
-    "kl_in_reward", "kl_penalty", "length_penalty_active", "masked_mean", "masked_sum", "masked_var",
-    "masked_whiten", "mean_pass_at_k", "outcome_to_token_rewards", "overlong_penalty", "pass_at_k", "policy_loss",
-    "reinforce_pp_advantages", "reinforce_pp_baseline_advantages", "reset_decision", "reset_reference",
-    "rloo_advantages", "shape_rewards", "stop_properly_shaping", "token_logprobs_from_hidden",
-    "token_logprobs_from_logits",
+    "ADVANTAGE_ESTIMATORS", "AGG_MODES", "DynamicSamplingAccumulator", "DynamicSamplingError", "FILTER_METRICS",
+    "KEEP_RULES", "KL_CONVENTIONS", "KL_ESTIMATORS", "KL_NAMES", "LengthShapingConfig", "ResetPolicy",
+    "ResetTrackerState", "agg_loss", "compute_advantages", "cosine_length_penalty", "discounted_returns",
+    "dynamic_sampling_keep", "global_counts", "grpo_advantages", "kl_in_reward", "kl_penalty",
+    "length_penalty_active", "masked_mean", "masked_sum", "masked_var", "masked_whiten", "mean_pass_at_k",
+    "outcome_to_token_rewards", "overlong_penalty", "pass_at_k", "policy_loss", "reinforce_pp_advantages",
+    "reinforce_pp_baseline_advantages", "reset_decision", "reset_reference", "rloo_advantages", "shape_rewards",
+    "stop_properly_shaping", "token_logprobs_from_hidden", "token_logprobs_from_logits",
 ]

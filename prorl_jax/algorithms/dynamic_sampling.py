@@ -6,8 +6,9 @@
   all-equal group through). OpenRLHF rule: keep iff low < mean(rewards) < high (default (0, 1)).
 * `DynamicSamplingAccumulator` is the host-side (numpy) buffer of the refill loop: feed it each generation batch
   and its keep mask until `ready`, then `take()` exactly the target number of prompts, whole groups, in arrival
-  order. Like verl it raises after `max_gen_batches` generation batches without filling the batch. Its state is
-  checkpointable (`state_dict` / `load_state_dict`) so a resumed run restores the carry-over buffer.
+  order (surplus groups are dropped, as verl does, so nothing carries over from one step to the next). Like verl it
+  raises after `max_gen_batches` generation batches without filling the batch. It keeps the step's counters
+  (`num_gen_batches`, `prompts_seen`, `prompts_kept`) until `take()`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 from prorl_jax.algorithms import _groups
 
 KEEP_RULES = ("verl", "openrlhf")
+# What the keep rule reads per sample: the verifier's score, or the reward after length shaping.
+FILTER_METRICS = ("score", "reward")
 
 
 def dynamic_sampling_keep(rewards: jax.Array, group_ids: jax.Array, *, rule: str = "verl", atol: float = 0.0,
@@ -66,10 +69,10 @@ class DynamicSamplingAccumulator:
     train_batch, train_gids = acc.take()                    # exactly 256 groups, gids dense 0..255
 
   Groups are kept whole: the keep mask must be constant within a group. Group ids are local to each `add` call.
-  `carry_over=False` (verl) discards surplus groups at `take`; `carry_over=True` keeps them for the next batch.
+  Surplus groups are discarded at `take` (verl).
   """
 
-  def __init__(self, target_prompts: int, max_gen_batches: int = 10, *, carry_over: bool = False):
+  def __init__(self, target_prompts: int, max_gen_batches: int = 10):
     if not isinstance(target_prompts, (int, np.integer)) or target_prompts < 1:
       raise ValueError(f"`target_prompts` must be a positive int (prompts per training batch); got "
                        f"{target_prompts!r}.")
@@ -77,7 +80,6 @@ class DynamicSamplingAccumulator:
       raise ValueError(f"`max_gen_batches` must be an int (<= 0 for unlimited); got {max_gen_batches!r}.")
     self.target_prompts = int(target_prompts)
     self.max_gen_batches = int(max_gen_batches)
-    self.carry_over = bool(carry_over)
     self._groups: list[dict[str, np.ndarray]] = []
     self._keys: tuple[str, ...] | None = None
     self.num_gen_batches = 0
@@ -144,38 +146,16 @@ class DynamicSamplingAccumulator:
   def take(self, target_prompts: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Returns exactly `target_prompts` groups (default: the constructor's) and their dense ids `[N]` (0..P-1).
 
-    Rows are grouped contiguously in arrival order. Surplus groups are dropped (verl) or kept (`carry_over`).
-    Resets the generation-batch counter.
+    Rows are grouped contiguously in arrival order; surplus groups are dropped (verl). Resets the counters.
     """
     target = self.target_prompts if target_prompts is None else int(target_prompts)
     if target < 1 or self.num_prompts < target:
       raise ValueError(f"Cannot take {target} prompts: {self.num_prompts} buffered. Check `ready` first.")
-    chosen, rest = self._groups[:target], self._groups[target:]
+    chosen = self._groups[:target]
     out = {k: np.concatenate([g[k] for g in chosen]) for k in self._keys}
     sizes = [len(g[self._keys[0]]) for g in chosen]
     gids = np.repeat(np.arange(target, dtype=np.int32), sizes)
-    self._groups = rest if self.carry_over else []
+    self._groups = []
     self.num_gen_batches = 0
     self.prompts_seen = self.prompts_kept = 0
     return out, gids
-
-  def state_dict(self) -> dict[str, Any]:
-    """Checkpointable state: plain ints and numpy arrays (buffer concatenated, with group sizes)."""
-    sizes = np.asarray([len(g[self._keys[0]]) for g in self._groups], np.int64) if self._groups else \
-        np.zeros((0,), np.int64)
-    buffer = {k: np.concatenate([g[k] for g in self._groups]) for k in self._keys} if self._groups else {}
-    return {"num_gen_batches": self.num_gen_batches, "prompts_seen": self.prompts_seen,
-            "prompts_kept": self.prompts_kept, "group_sizes": sizes, "buffer": buffer,
-            "keys": list(self._keys) if self._keys is not None else None}
-
-  def load_state_dict(self, state: Mapping[str, Any]) -> None:
-    """Restores `state_dict()` output (the constructor arguments come from the config, not the state)."""
-    sizes = np.asarray(state["group_sizes"], np.int64)
-    buffer = {k: np.asarray(v) for k, v in dict(state["buffer"]).items()}
-    keys = state.get("keys")
-    self._keys = tuple(keys) if keys is not None else None
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    self._groups = [{k: v[bounds[i]:bounds[i + 1]] for k, v in buffer.items()} for i in range(len(sizes))]
-    self.num_gen_batches = int(state["num_gen_batches"])
-    self.prompts_seen = int(state["prompts_seen"])
-    self.prompts_kept = int(state["prompts_kept"])

@@ -38,6 +38,7 @@ from prorl_jax.algorithms import masked
 
 ESTIMATORS = ("k1", "k2", "k3", "abs")
 _ALIASES = {"kl": "k1", "k1": "k1", "mse": "k2", "k2": "k2", "low_var_kl": "k3", "k3": "k3", "abs": "abs"}
+NAMES = tuple(_ALIASES)  # every name `kl_penalty` accepts (ESTIMATORS and verl's aliases), each optionally with "+"
 _VERL_CLAMPS = {"k1": (math.inf, math.inf), "abs": (math.inf, math.inf), "k2": (math.inf, math.inf),
                 "k3": (20.0, 10.0)}
 

@@ -1,11 +1,11 @@
 """Evaluation as ProRL reports it: k samples per problem, pass@1 as the mean score, unbiased pass@k.
 
-The same code runs inside training (validation) and in `experiments.evaluate`.
+The same code runs inside training (validation) and in `experiments.evaluate` (through
+`prorl_jax.training.evaluate`, which loads the trainer's checkpoints); this package knows no trainer.
 """
 
 from prorl_jax.evaluation.checkpoint_eval import (CheckpointReport, benchmark_of, evaluate_checkpoint,
                                                   problems_from_examples)
-from prorl_jax.evaluation.cli import eval_settings, load_benchmarks, load_policy, run_evaluation
 from prorl_jax.evaluation.plots import pass_at_k_figure, plot_pass_at_k
 from prorl_jax.evaluation.results import ResultsFile, ResultsMismatchError, eval_fingerprint
 from prorl_jax.evaluation.runner import EvalSettings, ProblemResult, evaluate_problems
@@ -13,7 +13,6 @@ from prorl_jax.evaluation.summary import SOLVED_THRESHOLD, format_table, ks_up_t
 
 __all__ = [
     "CheckpointReport", "EvalSettings", "ProblemResult", "ResultsFile", "ResultsMismatchError", "SOLVED_THRESHOLD",
-    "benchmark_of", "eval_fingerprint", "eval_settings", "evaluate_checkpoint", "evaluate_problems", "format_table",
-    "ks_up_to", "load_benchmarks", "load_policy", "pass_at_k_figure", "plot_pass_at_k", "problems_from_examples",
-    "run_evaluation", "summarize", "summarize_group",
+    "benchmark_of", "eval_fingerprint", "evaluate_checkpoint", "evaluate_problems", "format_table", "ks_up_to",
+    "pass_at_k_figure", "plot_pass_at_k", "problems_from_examples", "summarize", "summarize_group",
 ]

@@ -10,9 +10,8 @@ import numpy as np
 
 from prorl_jax.algorithms import pass_at_k
 from prorl_jax.evaluation.runner import ProblemResult
+from prorl_jax.rewards import SOLVED_THRESHOLD
 
-# A sample counts as solved for pass@k when its score reaches this (full credit on continuous rewards).
-SOLVED_THRESHOLD = 1.0 - 1e-6
 
 
 def ks_up_to(n: int) -> list[int]:

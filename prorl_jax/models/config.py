@@ -12,13 +12,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from prorl_jax.errors import ConfigError
+
 # Runtime-only fields: they choose how the model runs, not what it is, and are never written to config.json.
 _RUNTIME_FIELDS = ("dtype", "attention_impl", "remat")
 _ATTENTION_IMPLS = ("auto", "pallas", "reference")
-
-
-class ConfigError(ValueError):
-  """A config.json or config field that prorl_jax cannot use; the message names the field and the fix."""
 
 
 @jax.tree_util.register_static

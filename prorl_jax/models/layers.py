@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from prorl_jax.models.axes import Layout, kv_cache_spec
 from prorl_jax.models.config import Qwen2Config
 
 # Finite, so a fully masked row (a left-padding query) softmaxes to a uniform distribution instead of NaN.
@@ -119,7 +120,7 @@ class Attention(nn.Module):
     return self.o_proj(_rows(out.reshape(*x.shape[:2], -1))).reshape(x.shape), (k, v)
 
   def decode(self, x: jax.Array, cos: jax.Array, sin: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
-             write_index: jax.Array, attend_lengths: jax.Array):
+             write_index: jax.Array, attend_lengths: jax.Array, layout: Layout):
     """One token per row: x `[B, 1, H]`; writes its k/v at `write_index` `[B]` of the caches `[B, S, Hkv * D]`,
     then attends to cache positions `[0, attend_lengths[b])`. Returns (out `[B, 1, H]`, k_cache, v_cache)."""
     q, k, v = self._qkv(x, cos, sin)
@@ -128,29 +129,29 @@ class Attention(nn.Module):
     k_cache = k_cache.at[rows, write_index].set(k[:, 0].reshape(b, -1).astype(k_cache.dtype), mode="drop")
     v_cache = v_cache.at[rows, write_index].set(v[:, 0].reshape(b, -1).astype(v_cache.dtype), mode="drop")
     heads = lambda c: c.reshape(b, c.shape[1], self.config.num_key_value_heads, self.config.dims_per_head)
-    out = _decode_attention(self.config, q[:, 0], heads(k_cache), heads(v_cache), attend_lengths)
+    out = _decode_attention(self.config, layout, q[:, 0], heads(k_cache), heads(v_cache), attend_lengths)
     return self.o_proj(out.reshape(x.shape[0], -1)).reshape(x.shape), k_cache, v_cache
 
 
-def _decode_attention(config: Qwen2Config, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
+def _decode_attention(config: Qwen2Config, layout: Layout, q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
                       lengths: jax.Array) -> jax.Array:
   """`kernels.decode_attention` for q `[B, Hq, D]`, caches `[B, S, Hkv, D]` (views of the merged-head cache),
   lengths `[B]` -> `[B, Hq, D]`.
 
-  Under a multi-device mesh (`jax.set_mesh`, as the sharded sampler traces) a Pallas kernel runs per shard in
-  `shard_map`, over rows and, when they split evenly, kv heads (laid out by `prorl_jax.parallel.kv_cache_spec`):
-  XLA cannot partition a `pallas_call`. The jnp reference stays a plain XLA computation that GSPMD partitions.
+  Where `layout` splits the cache (a multi-device context mesh, `jax.set_mesh`, as the sharded sampler traces) a
+  Pallas kernel runs per shard in `shard_map`, over rows and, when they split evenly, kv heads (the cache's
+  `KV_CACHE_AXES`): XLA cannot partition a `pallas_call`. The jnp reference stays a plain XLA computation that
+  GSPMD partitions.
   """
-  # Imported here so the training forward never loads Pallas (and models does not import parallel at load time).
+  # Imported here so the training forward never loads Pallas (kernels is outside prorl_jax: no cycle to hide).
   from kernels.decode_attention import decode_attention, select_impl
 
   impl = config.attention_impl
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or mesh.size == 1 or not select_impl(q.shape, k_cache.shape, k_cache.dtype, impl=impl).is_pallas:
+  cache = kv_cache_spec(layout, config, k_cache.shape[0], k_cache.shape[1])
+  if cache is None or not select_impl(q.shape, k_cache.shape, k_cache.dtype, impl=impl).is_pallas:
     return decode_attention(q, k_cache, v_cache, lengths, impl=impl)
-  from prorl_jax.parallel.rules import kv_cache_spec
-
-  merged = tuple(kv_cache_spec(config, k_cache.shape[0], k_cache.shape[1], mesh))
+  mesh = jax.sharding.get_abstract_mesh()
+  merged = tuple(cache)
   rows, heads = (merged + (None,) * 3)[0], (merged + (None,) * 3)[2]  # heads split whole, so the view splits alike
   cache_spec = jax.sharding.PartitionSpec(rows, None, heads, None)
   q_spec = jax.sharding.PartitionSpec(rows, heads)
@@ -192,8 +193,8 @@ class DecoderLayer(nn.Module):
     x = x + attn
     return x + self.mlp(self.post_attention_layernorm(x)), kv
 
-  def decode(self, x, cos, sin, k_cache, v_cache, write_index, attend_lengths):
+  def decode(self, x, cos, sin, k_cache, v_cache, write_index, attend_lengths, layout: Layout):
     attn, k_cache, v_cache = self.self_attn.decode(self.input_layernorm(x), cos, sin, k_cache, v_cache,
-                                                   write_index, attend_lengths)
+                                                   write_index, attend_lengths, layout)
     x = x + attn
     return x + self.mlp(self.post_attention_layernorm(x)), k_cache, v_cache

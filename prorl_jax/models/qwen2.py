@@ -21,6 +21,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from prorl_jax.models.axes import NO_LAYOUT, Layout, constrain_activations
 from prorl_jax.models.config import Qwen2Config
 from prorl_jax.models.layers import DecoderLayer, RMSNorm, rotary_cos_sin
 
@@ -46,10 +47,12 @@ class KVCache:
 class Qwen2(nn.Module):
   """Qwen2ForCausalLM up to the final norm. Methods: `hidden` (training forward), `prefill`, `decode`.
 
-  The LM head is applied outside the module (`project_to_vocab`) so callers can chunk it over tokens.
+  The LM head is applied outside the module (`project_to_vocab`) so callers can chunk it over tokens. `layout`
+  (`models.axes`) pins activation rows and lays out the decode kernel under a multi-device context mesh.
   """
 
   config: Qwen2Config
+  layout: Layout = NO_LAYOUT
 
   def setup(self):
     c = self.config
@@ -68,18 +71,13 @@ class Qwen2(nn.Module):
     return x
 
   def _layers(self, input_ids, positions, mask):
-    # Pins activation rows to the mesh's batch axes under a multi-device context mesh (identity otherwise), so
-    # FSDP gathers weights instead of splitting activations along the hidden dimension. Imported here: parallel
-    # depends on models.
-    from prorl_jax.parallel.activations import constrain_activations
-
     x = self.embed_tokens(input_ids)
     cos, sin = rotary_cos_sin(positions, self.config.dims_per_head, self.config.rope_theta)
     kvs = []
     for layer in self.layers:
-      x, kv = layer(constrain_activations(x), cos, sin, mask)
+      x, kv = layer(constrain_activations(self.layout, x), cos, sin, mask)
       kvs.append(kv)
-    return constrain_activations(self.norm(x)), kvs
+    return constrain_activations(self.layout, self.norm(x)), kvs
 
   def prefill(self, input_ids, positions, mask):
     """Like `hidden`, also returning each layer's (k, v) `[B, T, Hkv, D]` for the cache."""
@@ -91,7 +89,7 @@ class Qwen2(nn.Module):
     cos, sin = rotary_cos_sin(positions[:, None], self.config.dims_per_head, self.config.rope_theta)
     keys, values = [], []
     for layer, k_cache, v_cache in zip(self.layers, cache.keys, cache.values):
-      x, k_cache, v_cache = layer.decode(x, cos, sin, k_cache, v_cache, positions, attend_lengths)
+      x, k_cache, v_cache = layer.decode(x, cos, sin, k_cache, v_cache, positions, attend_lengths, self.layout)
       keys.append(k_cache)
       values.append(v_cache)
     return self.norm(x)[:, 0], KVCache(tuple(keys), tuple(values))
@@ -110,8 +108,8 @@ def project_to_vocab(config: Qwen2Config, hidden: jax.Array, head_weight: jax.Ar
   return jnp.dot(hidden.astype(dtype), head_weight.astype(dtype), preferred_element_type=jnp.float32)
 
 
-def _module(config: Qwen2Config) -> Qwen2:
-  return Qwen2(config)
+def _module(config: Qwen2Config, layout: Layout = NO_LAYOUT) -> Qwen2:
+  return Qwen2(config, layout)
 
 
 def _causal_mask(attention_mask: jax.Array) -> jax.Array:
@@ -154,10 +152,10 @@ def _prepare(input_ids, attention_mask, positions):
 
 
 def hidden_states(config: Qwen2Config, params: Params, input_ids: jax.Array, attention_mask: jax.Array | None = None,
-                  positions: jax.Array | None = None) -> jax.Array:
+                  positions: jax.Array | None = None, *, layout: Layout = NO_LAYOUT) -> jax.Array:
   """Final-normed hidden states `[batch, time, hidden]` in the compute dtype (pair with `head_weight`)."""
   input_ids, attention_mask, positions = _prepare(input_ids, attention_mask, positions)
-  return _module(config).apply({"params": params}, input_ids, positions, _causal_mask(attention_mask),
+  return _module(config, layout).apply({"params": params}, input_ids, positions, _causal_mask(attention_mask),
                                method=Qwen2.hidden)
 
 
@@ -169,7 +167,8 @@ def head_weight(config: Qwen2Config, params: Params) -> jax.Array:
 
 
 def forward(config: Qwen2Config, params: Params, input_ids: jax.Array,
-            attention_mask: jax.Array | None = None, positions: jax.Array | None = None) -> jax.Array:
+            attention_mask: jax.Array | None = None, positions: jax.Array | None = None, *,
+            layout: Layout = NO_LAYOUT) -> jax.Array:
   """Causal LM logits, float32 `[batch, time, vocab]`.
 
   Args:
@@ -179,8 +178,10 @@ def forward(config: Qwen2Config, params: Params, input_ids: jax.Array,
     attention_mask: `[batch, time]`, 1/True on real tokens; left or right padding. Logits at padded positions are
       finite but meaningless.
     positions: optional explicit position ids `[batch, time]`; by default real tokens count from 0 per row.
+    layout: how activations are pinned under a multi-device context mesh (`parallel.TRAIN_LAYOUT`); the default
+      gives XLA no hints.
   """
-  hidden = hidden_states(config, params, input_ids, attention_mask, positions)
+  hidden = hidden_states(config, params, input_ids, attention_mask, positions, layout=layout)
   return project_to_vocab(config, hidden, head_weight(config, params))
 
 
@@ -192,8 +193,8 @@ def init_cache(config: Qwen2Config, batch_size: int, max_len: int, dtype: Any = 
   return KVCache(keys=zeros, values=tuple(jnp.zeros(shape, dtype) for _ in range(config.num_hidden_layers)))
 
 
-def prefill(config: Qwen2Config, params: Params, input_ids: jax.Array, lengths: jax.Array,
-            cache: KVCache) -> tuple[jax.Array, KVCache]:
+def prefill(config: Qwen2Config, params: Params, input_ids: jax.Array, lengths: jax.Array, cache: KVCache, *,
+            layout: Layout = NO_LAYOUT) -> tuple[jax.Array, KVCache]:
   """Runs right-padded prompts through the model and fills the start of `cache`.
 
   Args:
@@ -209,7 +210,7 @@ def prefill(config: Qwen2Config, params: Params, input_ids: jax.Array, lengths: 
     raise ValueError(f"prompt length {t} exceeds the KV cache length {cache.max_len}")
   mask = jnp.arange(t)[None, :] < lengths[:, None]
   positions = jnp.broadcast_to(jnp.arange(t), (b, t))
-  module = _module(config)
+  module = _module(config, layout)
   hidden, kvs = module.apply({"params": params}, input_ids, positions, _causal_mask(mask), method=Qwen2.prefill)
   last = hidden[jnp.arange(b), jnp.maximum(lengths - 1, 0)]
   merge = lambda x, into: x.reshape(b, t, -1).astype(into.dtype)
@@ -219,7 +220,8 @@ def prefill(config: Qwen2Config, params: Params, input_ids: jax.Array, lengths: 
 
 
 def decode_step(config: Qwen2Config, params: Params, tokens: jax.Array, positions: jax.Array, cache: KVCache,
-                active: jax.Array | None = None, head: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+                active: jax.Array | None = None, head: jax.Array | None = None, *,
+                layout: Layout = NO_LAYOUT) -> tuple[jax.Array, KVCache]:
   """Feeds one token per row and returns the next-token logits.
 
   Args:
@@ -231,6 +233,8 @@ def decode_step(config: Qwen2Config, params: Params, tokens: jax.Array, position
       logits.
     head: optional LM-head matrix `[hidden, vocab]` to use instead of `head_weight(config, params)` (a decode loop
       passes one it laid out once, outside the loop).
+    layout: lays out the decode-attention kernel per shard under a multi-device context mesh
+      (`parallel.TRAIN_LAYOUT`); with the default a Pallas kernel runs unpartitioned.
 
   Returns:
     (float32 logits `[batch, vocab]`, updated cache).
@@ -238,6 +242,7 @@ def decode_step(config: Qwen2Config, params: Params, tokens: jax.Array, position
   attend = positions + 1
   if active is not None:
     attend = jnp.where(active, attend, 0)
-  hidden, cache = _module(config).apply({"params": params}, tokens, positions, cache, attend, method=Qwen2.decode)
+  hidden, cache = _module(config, layout).apply({"params": params}, tokens, positions, cache, attend,
+                                                method=Qwen2.decode)
   head = head_weight(config, params) if head is None else head
   return project_to_vocab(config, hidden, head), cache

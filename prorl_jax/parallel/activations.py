@@ -1,12 +1,10 @@
-"""Activation layout inside jitted steps under a context mesh (`with jax.set_mesh(mesh):` around the call).
+"""Per-row-shard computation inside jitted steps under a context mesh (`with jax.set_mesh(mesh):` around the call).
 
-GSPMD propagates shardings from the arguments. Under FSDP the weights are split over "fsdp" along the hidden
-dimension, and without a hint XLA carries that split into the activations: rows end up split only over "data",
-each device holds and computes fsdp-times more rows, and every matmul needs activation-sized collectives.
-`constrain_activations` pins the residual stream to rows-over-(data, fsdp), which makes XLA all-gather the weights
-instead (ZeRO-3). `map_row_shards` runs a function per row shard (`shard_map`), for code that GSPMD cannot split by
-rows, e.g. the LM-head loop of `algorithms.token_logprobs_from_hidden`, whose chunks slice the flattened tokens.
-Both are the identity without a multi-device context mesh.
+GSPMD propagates shardings from the arguments; the model pins its own activations through the layout it is given
+(`models.axes.constrain_activations` with `rules.TRAIN_LAYOUT`). `map_row_shards` runs a function per row shard
+(`shard_map`), for code that GSPMD cannot split by rows, e.g. the LM-head loop of
+`algorithms.token_logprobs_from_hidden`, whose chunks slice the flattened tokens. It is a plain call without a
+multi-device context mesh.
 """
 
 from __future__ import annotations
@@ -17,22 +15,12 @@ from typing import Any, Callable, Sequence
 import jax
 from jax.sharding import PartitionSpec as P
 
-from prorl_jax.parallel import rules
 from prorl_jax.parallel.mesh import BATCH_AXES
 
 
 def _context_mesh():
   mesh = jax.sharding.get_abstract_mesh()
   return None if mesh.empty or mesh.size == 1 else mesh
-
-
-def constrain_activations(x: jax.Array) -> jax.Array:
-  """Pins the rows (dim 0) of an activation `[B, ...]` to the batch axes ("data", "fsdp") of the context mesh;
-  other dims replicated. The identity without a multi-device context mesh."""
-  mesh = _context_mesh()
-  if mesh is None:
-    return x
-  return jax.lax.with_sharding_constraint(x, rules.rows_spec(x.shape, mesh, "activations"))
 
 
 def map_row_shards(fn: Callable[..., Any], row_args: Sequence[jax.Array], other_args: Sequence[Any] = ()) -> Any:

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
-from prorl_jax.models.config import ConfigError
+from prorl_jax.errors import ConfigError
 from prorl_jax.parallel import rules
 from prorl_jax.parallel.mesh import batch_axes
 

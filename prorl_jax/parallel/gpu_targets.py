@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-from prorl_jax.parallel import chips as chips_lib
 
 # The fields this jaxlib's GpuTargetConfigProto parser takes (openxla/xla keeps one file per chip under
 # xla/backends/gpu/target_config/specs/); SXM parts.
@@ -61,13 +60,13 @@ def cuda_plugin_status() -> tuple[bool, str]:
   return True, ""
 
 
-def gpu_topology(chip: str, *, hosts: int, gpus_per_host: int):
-  """A `Topology` of compile-only `chip` GPUs: `hosts` hosts of `gpus_per_host` each (one process per host)."""
-  from prorl_jax.parallel.topology import Topology, TopologyError, TopologyUnavailable
+def gpu_devices(chip: str, *, hosts: int, gpus_per_host: int) -> tuple:
+  """Compile-only devices of `hosts` hosts of `gpus_per_host` `chip` GPUs (`topology.topology` wraps them).
 
+  Raises RuntimeError when the CUDA plugin is missing, ValueError when XLA cannot build the topology."""
   ok, reason = cuda_plugin_status()
   if not ok:
-    raise TopologyUnavailable(reason)
+    raise RuntimeError(reason)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from jax.experimental import topologies
 
@@ -75,8 +74,5 @@ def gpu_topology(chip: str, *, hosts: int, gpus_per_host: int):
     desc = topologies.get_topology_desc(topology_name="", platform="cuda", target_config=target_config(chip),
                                         topology=f"1x{hosts}x{gpus_per_host}")
   except Exception as e:
-    raise TopologyError(f"--topology={chip}:{hosts}x{gpus_per_host} cannot be built: {str(e).splitlines()[0]}") from e
-  devices = tuple(desc.devices)
-  spec = chips_lib.chip_by_name(chip)
-  processes = len({d.process_index for d in devices})
-  return Topology(f"{chip}:{hosts}x{gpus_per_host}", "gpu", spec, 1, devices, processes)
+    raise ValueError(f"--topology={chip}:{hosts}x{gpus_per_host} cannot be built: {str(e).splitlines()[0]}") from e
+  return tuple(desc.devices)

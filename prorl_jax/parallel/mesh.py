@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
-from prorl_jax.models.config import ConfigError
+from prorl_jax.errors import ConfigError
 
 AXES = ("data", "fsdp", "tensor")
 # Axes a batch (rows of a train batch, rollout rows, KV-cache rows) is split over.
@@ -117,3 +117,8 @@ def describe(mesh: Mesh) -> str:
   kind = mesh.devices.flat[0].platform
   procs = len({d.process_index for d in mesh.devices.flat})
   return f"mesh {shape} over {mesh.devices.size} {kind} devices ({procs} process{'es' if procs > 1 else ''})"
+
+
+def mesh_or_one_device(mesh: Mesh | None) -> Mesh:
+  """`mesh`, or a mesh of the default device when None: the one layout of an unsplit computation."""
+  return make_mesh(dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1]) if mesh is None else mesh

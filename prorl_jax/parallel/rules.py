@@ -1,7 +1,8 @@
 """Sharding rules: how every array of a run is laid out on the ("data", "fsdp", "tensor") mesh, in one place.
 
-Each array dimension gets a *logical* axis name (`PARAM_AXES`, `KV_CACHE_AXES`, `ROWS_AXES`); a rule set maps
-logical names to mesh axes (`TRAIN_RULES`, `SAMPLE_RULES`). The layout is Megatron tensor parallelism (q/k/v and
+Each array dimension has a *logical* axis name: the model declares its own (`models.axes`: `PARAM_AXES`,
+`KV_CACHE_AXES`, `ACTIVATION_AXES`), rows of data are `ROWS_AXES`. A rule set maps logical names to mesh axes
+(`TRAIN_RULES`, `SAMPLE_RULES`); `TRAIN_LAYOUT` hands the rules to the model for the hints it gives inside jit. The layout is Megatron tensor parallelism (q/k/v and
 gate/up split by output, o/down by input, vocab split over `tensor`) combined with ZeRO-3 style FSDP (the other
 matrix dimension split over `fsdp`) and data parallelism over `("data", "fsdp")` for rows.
 
@@ -11,6 +12,7 @@ fewer mesh axes, down to replication, and says so in a debug log; heads are neve
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Any, Mapping, Sequence
@@ -19,7 +21,8 @@ import jax
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from prorl_jax.models import KVCache, Qwen2Config
+from prorl_jax.models.axes import KV_CACHE_AXES, PARAM_AXES, head_units
+from prorl_jax.models.config import Qwen2Config
 from prorl_jax.parallel.mesh import BATCH_AXES
 
 _log = logging.getLogger(__name__)
@@ -37,26 +40,6 @@ TRAIN_RULES: Mapping[str, tuple[str, ...]] = {
 # to produce one token per row; replicas cost memory but no per-token traffic.
 SAMPLE_RULES: Mapping[str, tuple[str, ...]] = dict(TRAIN_RULES, embed=())
 
-# Every parameter of Qwen2 (`prorl_jax.models.qwen2`), `layers_{i}` written as `layers`. H = hidden_size,
-# V = vocab_size, I = intermediate_size, Hq / Hkv = query / kv heads, D = head_dim. None = replicated.
-PARAM_AXES: Mapping[str, tuple[str | None, ...]] = {
-    "embed_tokens/embedding": ("vocab", "embed"),  # [V, H]
-    "layers/input_layernorm/weight": (None,),  # [H]
-    "layers/self_attn/q_proj/kernel": ("embed", "heads"),  # [H, Hq*D]
-    "layers/self_attn/q_proj/bias": ("heads",),  # [Hq*D]
-    "layers/self_attn/k_proj/kernel": ("embed", "kv_heads"),  # [H, Hkv*D]
-    "layers/self_attn/k_proj/bias": ("kv_heads",),  # [Hkv*D]
-    "layers/self_attn/v_proj/kernel": ("embed", "kv_heads"),  # [H, Hkv*D]
-    "layers/self_attn/v_proj/bias": ("kv_heads",),  # [Hkv*D]
-    "layers/self_attn/o_proj/kernel": ("heads", "embed"),  # [Hq*D, H]
-    "layers/post_attention_layernorm/weight": (None,),  # [H]
-    "layers/mlp/gate_proj/kernel": ("embed", "mlp"),  # [H, I]
-    "layers/mlp/up_proj/kernel": ("embed", "mlp"),  # [H, I]
-    "layers/mlp/down_proj/kernel": ("mlp", "embed"),  # [I, H]
-    "norm/weight": (None,),  # [H]
-    "lm_head/kernel": ("embed", "vocab"),  # [H, V] (absent with tied embeddings)
-}
-KV_CACHE_AXES = ("batch", None, "kv_heads")  # [B, S, Hkv * D] per layer, keys and values (split by whole heads)
 ROWS_AXES = ("batch",)  # dim 0 of anything per row: train batches [B, T], rollout buffers [B, N], lengths [B]
 
 
@@ -110,10 +93,6 @@ def _prod(mesh: Mesh, axes: Sequence[str]) -> int:
   return size
 
 
-def _head_units(config: Qwen2Config) -> dict[str, int]:
-  return {"heads": config.dims_per_head, "kv_heads": config.dims_per_head}
-
-
 def param_specs(config: Qwen2Config, params: Any, mesh: Mesh, *, mode: str = "train") -> Any:
   """PartitionSpecs (same tree as `params`, arrays or ShapeDtypeStructs) from `PARAM_AXES`.
 
@@ -128,8 +107,8 @@ def param_specs(config: Qwen2Config, params: Any, mesh: Mesh, *, mode: str = "tr
     key = _canonical(path)
     if key not in PARAM_AXES:
       raise MissingRuleError(f"no sharding rule for parameter {key!r} (shape {tuple(leaf.shape)}); add it to "
-                             "PARAM_AXES in prorl_jax/parallel/rules.py with one logical axis per dim")
-    return spec_for(leaf.shape, PARAM_AXES[key], mesh, rules, _head_units(config), name=key)
+                             "PARAM_AXES in prorl_jax/models/axes.py with one logical axis per dim")
+    return spec_for(leaf.shape, PARAM_AXES[key], mesh, rules, head_units(config), name=key)
 
   return jax.tree_util.tree_map_with_path(one, params)
 
@@ -184,14 +163,7 @@ def rows_shardings(tree: Any, mesh: Mesh) -> Any:
 def kv_cache_spec(config: Qwen2Config, batch_size: int, cache_len: int, mesh: Mesh) -> P:
   """Spec of one `[B, S, Hkv * D]` cache array: rows over ("data", "fsdp"), whole kv heads over tensor."""
   shape = (batch_size, cache_len, config.num_key_value_heads * config.dims_per_head)
-  return spec_for(shape, KV_CACHE_AXES, mesh, TRAIN_RULES, _head_units(config), name="kv_cache")
-
-
-def kv_cache_shardings(config: Qwen2Config, batch_size: int, cache_len: int, mesh: Mesh) -> KVCache:
-  """A `KVCache` of NamedShardings for `batch_size` rows of `cache_len` positions."""
-  s = NamedSharding(mesh, kv_cache_spec(config, batch_size, cache_len, mesh))
-  layers = config.num_hidden_layers
-  return KVCache(keys=(s,) * layers, values=(s,) * layers)
+  return spec_for(shape, KV_CACHE_AXES, mesh, TRAIN_RULES, head_units(config), name="kv_cache")
 
 
 def shard_bytes(shape: Sequence[int], itemsize: int, spec: P, mesh: Mesh) -> int:
@@ -202,3 +174,26 @@ def shard_bytes(shape: Sequence[int], itemsize: int, spec: P, mesh: Mesh) -> int
     axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
     n *= -(-dim // _prod(mesh, axes))
   return n
+
+
+@dataclasses.dataclass(frozen=True)
+class LogicalLayout:
+  """A `models.Layout`: the model's logical axes mapped to mesh axes by `rules`, under the context mesh.
+
+  The model asks it for specs while it is traced inside `with jax.set_mesh(mesh):`; with no context mesh, or one
+  device, there is nothing to pin and `spec` returns None. Hashable: it is a static argument of jitted steps.
+  """
+
+  rules: tuple[tuple[str, tuple[str, ...]], ...]
+
+  def spec(self, shape: Sequence[int], logical: Sequence[str | None], units: Mapping[str, int] | None = None,
+           name: str = "array") -> P | None:
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+      return None
+    return spec_for(shape, logical, mesh, dict(self.rules), units, name=name)
+
+
+# What the model's activations and KV caches follow in every jitted program (training and rollout alike: both
+# split rows over ("data", "fsdp") and kv heads over "tensor").
+TRAIN_LAYOUT = LogicalLayout(tuple(TRAIN_RULES.items()))

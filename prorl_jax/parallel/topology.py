@@ -22,8 +22,9 @@ import platform
 import re
 from typing import Any
 
-from prorl_jax.models.config import ConfigError
+from prorl_jax.errors import ConfigError
 from prorl_jax.parallel import chips as chips_lib
+from prorl_jax.parallel import gpu_targets
 from prorl_jax.platform_env import quiet_tpu_probe  # noqa: F401  (re-exported: the entry points call it)
 
 # libtpu's generation names; Cloud TPU accelerator-type prefixes map onto them.
@@ -148,10 +149,16 @@ def topology(name: str, num_slices: int = 1) -> Topology:
     raise TopologyError(f"--num_slices must be a positive integer, got {num_slices!r}")
   kind, chip_name, shape = parse_name(name)
   if kind == "gpu":
-    from prorl_jax.parallel import gpu_targets
     if num_slices != 1:
       raise TopologyError("--num_slices applies to TPU slices; for several GPU hosts use HOSTSxGPUS, e.g. h100:2x8")
-    return gpu_targets.gpu_topology(chip_name, hosts=shape[0], gpus_per_host=shape[1])
+    try:
+      devices = gpu_targets.gpu_devices(chip_name, hosts=shape[0], gpus_per_host=shape[1])
+    except RuntimeError as e:
+      raise TopologyUnavailable(str(e)) from e
+    except ValueError as e:
+      raise TopologyError(str(e)) from e
+    return Topology(f"{chip_name}:{shape[0]}x{shape[1]}", "gpu", chips_lib.chip_by_name(chip_name), 1, devices,
+                    len({d.process_index for d in devices}))
   ok, reason = libtpu_status()
   if not ok:
     raise TopologyUnavailable(reason)

@@ -20,11 +20,12 @@ from typing import Any, Callable
 import ml_collections
 
 from prorl_jax import models, parallel
+from prorl_jax.errors import ConfigError
 from prorl_jax.parallel.topology import Topology, topology as build_topology
 from prorl_jax.planning import programs as programs_lib
 from prorl_jax.planning.programs import CompiledProgram
 from prorl_jax.training import layout as layout_lib
-from prorl_jax.training import mfu
+from prorl_jax.training import memory, mfu
 from prorl_jax.training.config import validate
 from prorl_jax.training.state import make_optimizer
 
@@ -57,13 +58,13 @@ def decode_kernel(decode: CompiledProgram) -> tuple[str, list[str]]:
 
 def _hand_estimates(c: Any, model_config: models.Qwen2Config, layout: layout_lib.RunLayout,
                     shapes: programs_lib.StepShapes) -> dict[str, int]:
-  """`parallel.memory`'s per-device prediction of each phase's peak (the trainer's own pre-flight estimate)."""
-  train = parallel.estimate_train(
+  """`training.memory`'s per-device prediction of each phase's peak (the trainer's own pre-flight estimate)."""
+  train = memory.estimate_train(
       model_config, rows=shapes.mini_rows, prompt_len=c.data.max_prompt_length, response_len=c.rollout.max_new_tokens,
       micro_rows=c.batch.micro_batch_size, logprob_rows=c.batch.logprob_micro_batch_size or c.batch.micro_batch_size,
       mesh=layout.mesh, param_dtype=c.model.param_dtype, ref_dtype=c.model.ref_param_dtype,
       chunk_size=c.algorithm.logprob_chunk_size)
-  roll = parallel.estimate_rollout(
+  roll = memory.estimate_rollout(
       model_config, rows=shapes.prompts_per_chunk * c.rollout.n, prompt_len=shapes.prompt_len,
       max_new_tokens=c.rollout.max_new_tokens, num_prompts=shapes.prompts_per_chunk, mesh=layout.sampler.mesh,
       param_dtype=c.model.param_dtype, rollout_dtype=c.model.rollout_param_dtype or None,
@@ -202,7 +203,7 @@ def _light_layout(c: Any, model_config: models.Qwen2Config, mesh, topo: Topology
   optimizer = make_optimizer(c.optimizer)
   state = programs_lib.abstract_state(c, model_config, optimizer)
   return layout_lib.build_layout(c, model_config, state, optimizer, mesh=mesh, pad_id=0, processes=topo.processes,
-                                 local_devices=topo.local_devices(0), sharded=True,
+                                 local_devices=topo.local_devices(0),
                                  device_bytes_limit=topo.chip.hbm_bytes)
 
 
@@ -251,7 +252,7 @@ def plan(config: ml_collections.ConfigDict, topology_name: str, num_slices: int 
   topo = build_topology(topology_name, num_slices)
   if hbm_gib is not None:
     if hbm_gib <= 0:
-      raise models.ConfigError(f"--hbm_gib must be > 0, got {hbm_gib}")
+      raise ConfigError(f"--hbm_gib must be > 0, got {hbm_gib}")
     topo = dataclasses.replace(topo, chip=dataclasses.replace(topo.chip, hbm_bytes=int(hbm_gib * GiB)))
   log(topo.describe)
   model_config, source = models.load_architecture(c.model.path, revision=c.model.revision or None,
@@ -260,12 +261,12 @@ def plan(config: ml_collections.ConfigDict, topology_name: str, num_slices: int 
   log(f"model: {source} ({model_config.num_params() / 1e9:.2f}B parameters)")
   mesh = layout_lib.run_mesh(c, topo.devices)
   if topo.processes > 1 and (c.batch.prompts % topo.processes or c.batch.gen_prompts % topo.processes):
-    raise models.ConfigError(f"config.batch.prompts ({c.batch.prompts}) and batch.gen_prompts "
+    raise ConfigError(f"config.batch.prompts ({c.batch.prompts}) and batch.gen_prompts "
                              f"({c.batch.gen_prompts}) must be multiples of the topology's {topo.processes} hosts")
   optimizer = make_optimizer(c.optimizer)
   state = programs_lib.abstract_state(c, model_config, optimizer)
   layout = layout_lib.build_layout(c, model_config, state, optimizer, mesh=mesh, pad_id=0, processes=topo.processes,
-                                   local_devices=topo.local_devices(0), sharded=True,
+                                   local_devices=topo.local_devices(0),
                                    device_bytes_limit=topo.chip.hbm_bytes)
   state = programs_lib.place(state, layout.state_sharding)
   shapes = programs_lib.step_shapes(c, layout)
@@ -285,35 +286,18 @@ def plan(config: ml_collections.ConfigDict, topology_name: str, num_slices: int 
     phases["decode"]["fits"] = False
     phases["decode"]["error"] = ("model.attention_impl='pallas' but the compiled decode program holds no Pallas "
                                  "kernel (custom call)")
+  programs = {"prefill": [prefill], "decode": [decode], **train}
   for name, entry in phases.items():
     if not entry["fits"] and "error" not in entry:
-      peak = max(p.peak_bytes for p in ([prefill] if name == "prefill" else [decode] if name == "decode"
-                                        else train[name]))
+      peak = max(p.peak_bytes for p in programs[name])
       entry["fixes"] = suggest_fixes(c, name, model_config, topo, peak, estimates[name])
       if verify:
         verify_fixes(c, name, model_config, topo, entry["fixes"], log)
-  step_s = sum(p["est_seconds"] for p in phases.values())  # phases the compiler refused count 0 (cost_known False)
-  chips = len(topo.devices)
-  seq = c.data.max_prompt_length + c.rollout.max_new_tokens
-  trained_tokens = shapes.step_rows * seq
-  generated = c.batch.gen_prompts * c.rollout.n * c.rollout.max_new_tokens
-  # Model FLOPs of a step (PaLM counting, `training.mfu`): rollout forwards of every generated token at full context,
-  # then log-prob passes and the update (5 forwards) over the trained batch.
-  model_flops = (generated * mfu.forward_flops_per_sequence(model_config, 0, seq) / seq
-                 + shapes.step_rows * c.batch.ppo_epochs * mfu.update_flops_per_sequence(
-                     model_config, c.data.max_prompt_length, c.rollout.max_new_tokens))
-  device_flops = sum(p["flops"] for p in phases.values())
-  device_bytes = sum(p["bytes_accessed"] for p in phases.values())
   return {
-      "topology": topo.name, "num_slices": topo.num_slices, "chip": topo.chip.name, "devices": chips,
+      "topology": topo.name, "num_slices": topo.num_slices, "chip": topo.chip.name, "devices": len(topo.devices),
       "hosts": topo.processes, "hbm_gib": _gib(chip.hbm_bytes), "fits": all(p["fits"] for p in phases.values()),
       "decode_kernel": kernel, "decode_custom_calls": calls, "phases": phases,
-      "step_estimate_s": step_s, "step_estimate_complete": all(p["cost_known"] for p in phases.values()),
-      "tokens_per_s_per_chip": trained_tokens / step_s / chips if step_s else 0.0,
-      "generated_tokens_per_s_per_chip": generated / step_s / chips if step_s else 0.0,
-      "mfu": model_flops / (step_s * chips * chip.peak_bf16_flops) if step_s else 0.0,
-      "hbm_bandwidth_fraction": device_bytes / (step_s * chip.hbm_bytes_per_s) if step_s else 0.0,
-      "device_flops_per_step": device_flops, "device_bytes_per_step": device_bytes,
+      **_step_rates(c, model_config, topo, shapes, phases),
       "model": {"source": source, "parameters": model_config.num_params(), "compute_dtype": model_config.dtype,
                 "remat": model_config.remat},
       "mesh": parallel.describe(mesh), "rollout_mesh": parallel.describe(layout.sampler.mesh),
@@ -326,6 +310,31 @@ def plan(config: ml_collections.ConfigDict, topology_name: str, num_slices: int 
                       "decodes to max_new_tokens (an upper bound); one generation batch per step (dynamic sampling "
                       "may need more)"),
       "compile_seconds": round(time.perf_counter() - start, 1),
+  }
+
+
+def _step_rates(c: Any, model_config: models.Qwen2Config, topo: Topology, shapes: Any,
+                phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """The whole-step roofline estimate and what it implies: tokens/s per chip, MFU, HBM bandwidth use."""
+  chip, chips = topo.chip, len(topo.devices)
+  step_s = sum(p["est_seconds"] for p in phases.values())  # phases the compiler refused count 0 (cost_known False)
+  seq = c.data.max_prompt_length + c.rollout.max_new_tokens
+  trained_tokens = shapes.step_rows * seq
+  generated = c.batch.gen_prompts * c.rollout.n * c.rollout.max_new_tokens
+  # Model FLOPs of a step (PaLM counting, `training.mfu`): rollout forwards of every generated token at full context,
+  # then log-prob passes and the update (5 forwards) over the trained batch.
+  model_flops = (generated * mfu.forward_flops_per_sequence(model_config, 0, seq) / seq
+                 + shapes.step_rows * c.batch.ppo_epochs * mfu.update_flops_per_sequence(
+                     model_config, c.data.max_prompt_length, c.rollout.max_new_tokens))
+  device_flops = sum(p["flops"] for p in phases.values())
+  device_bytes = sum(p["bytes_accessed"] for p in phases.values())
+  return {
+      "step_estimate_s": step_s, "step_estimate_complete": all(p["cost_known"] for p in phases.values()),
+      "tokens_per_s_per_chip": trained_tokens / step_s / chips if step_s else 0.0,
+      "generated_tokens_per_s_per_chip": generated / step_s / chips if step_s else 0.0,
+      "mfu": model_flops / (step_s * chips * chip.peak_bf16_flops) if step_s else 0.0,
+      "hbm_bandwidth_fraction": device_bytes / (step_s * chip.hbm_bytes_per_s) if step_s else 0.0,
+      "device_flops_per_step": device_flops, "device_bytes_per_step": device_bytes,
   }
 
 

@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from prorl_jax import models, rollout
 from prorl_jax.parallel import rules
 from prorl_jax.planning import hlo_cost
+from prorl_jax.training import update
 from prorl_jax.training.layout import RunLayout, train_batch_shapes
 
 
@@ -139,7 +140,7 @@ class StepShapes:
   micro_rows: int
   logprob_rows: int
   updates: int  # optimizer updates per step (ppo_epochs x mini-batches)
-  bucketed: bool
+  bucketed: bool  # length buckets on (micro-batches trimmed per bucket); the programs are the same either way
 
   def as_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -230,38 +231,29 @@ def train_programs(c: Any, layout: RunLayout, state: Any, shapes: StepShapes, lo
             ("ref_logprobs", state.ref_params, False, tree_bytes((step.response_mask, step.old_logp, step.old_logp))))
   for name, params, entropy, batch_bytes in passes if "logprobs" in phases else ():
     others = state_bytes - tree_bytes(params) + batch_bytes
-    log(f"compiling {name} ({shapes.logprob_rows if shapes.bucketed else shapes.step_rows} rows x {p + r} tokens)")
-    if shapes.bucketed:
-      buffer = (step.old_logp, step.old_logp) if entropy else step.old_logp
-      rows = jax.ShapeDtypeStruct((shapes.logprob_rows,), jnp.int32, sharding=replicated)
-      program = _compile(name, fns.jit_micro_logprobs, (params, buffer, ids, mask, rows),
-                         dict(widths, with_entropy=entropy), mesh, resident_bytes=others,
-                         runs_per_step=shapes.step_rows // shapes.logprob_rows)
-    else:
-      fn = fns.jit_logprobs_entropy if entropy else fns.jit_logprobs
-      program = _compile(name, fn, (params, ids, mask), {}, mesh, resident_bytes=others, runs_per_step=1)
-    out["logprobs"].append(program)
+    log(f"compiling {name} ({shapes.logprob_rows} rows x {p + r} tokens)")
+    buffer = (step.old_logp, step.old_logp) if entropy else step.old_logp
+    rows = jax.ShapeDtypeStruct((shapes.logprob_rows,), jnp.int32, sharding=replicated)
+    out["logprobs"].append(_compile(name, fns.jit_micro_logprobs, (params, buffer, ids, mask, rows),
+                                    dict(widths, with_entropy=entropy), mesh, resident_bytes=others,
+                                    runs_per_step=shapes.step_rows // shapes.logprob_rows))
   if "update" not in phases:
     return out
-  if shapes.bucketed:
-    with jax.set_mesh(mesh):
-      acc = jax.eval_shape(fns.jit_zeros_like_grads, state.params)
-    acc = (_abstract(acc[0], layout.state_sharding.params), _abstract(acc[1], jax.tree.map(lambda _: replicated,
-                                                                                           acc[1])))
-    rows = jax.ShapeDtypeStruct((shapes.micro_rows,), jnp.int32, sharding=replicated)
-    count = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
-    others = state_bytes - tree_bytes(state.params) + step_bytes
-    log(f"compiling update: accumulate one micro-batch ({shapes.micro_rows} rows x {p + r} tokens)")
-    out["update"].append(_compile(
-        "accumulate", fns.jit_micro_accumulate, (state.params, acc, mini, rows, count, count), widths, mesh,
-        resident_bytes=others, runs_per_step=shapes.updates * (shapes.mini_rows // shapes.micro_rows)))
-    log("compiling update: apply gradients")
-    out["update"].append(_compile("apply_gradients", fns.jit_apply_gradients, (state, *acc), {}, mesh,
-                                  resident_bytes=step_bytes + tree_bytes(mini), runs_per_step=shapes.updates))
-  else:
-    log(f"compiling update ({shapes.mini_rows} rows in micro-batches of {shapes.micro_rows})")
-    out["update"].append(_compile("update", fns.jit_update, (state, mini), {}, mesh, resident_bytes=step_bytes,
-                                  runs_per_step=shapes.updates))
+  with jax.set_mesh(mesh):
+    acc = jax.eval_shape(fns.jit_zero_accumulator, state.params)
+  acc = (_abstract(acc[0], layout.state_sharding.params), _abstract(acc[1], jax.tree.map(lambda _: replicated,
+                                                                                         acc[1])))
+  rows = jax.ShapeDtypeStruct((shapes.micro_rows,), jnp.int32, sharding=replicated)
+  count = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
+  norm = update.Normalizer(count, count, r)
+  others = state_bytes - tree_bytes(state.params) + step_bytes
+  log(f"compiling update: accumulate one micro-batch ({shapes.micro_rows} rows x {p + r} tokens)")
+  out["update"].append(_compile(
+      "accumulate", fns.jit_micro_accumulate, (state.params, acc, mini, rows, norm), widths, mesh,
+      resident_bytes=others, runs_per_step=shapes.updates * (shapes.mini_rows // shapes.micro_rows)))
+  log("compiling update: apply gradients")
+  out["update"].append(_compile("apply_gradients", fns.jit_apply_gradients, (state, *acc), {}, mesh,
+                                resident_bytes=step_bytes + tree_bytes(mini), runs_per_step=shapes.updates))
   return out
 
 

@@ -20,22 +20,16 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prorl_jax.rewards.domains import DOMAIN_NAMES, DOMAINS, SOLVED_THRESHOLD, domain_function
 
 if TYPE_CHECKING:
   from prorl_jax.rewards.manager import ItemInfo, RewardBatch, RewardManager
 
-__all__ = ["DOMAINS", "DOMAIN_NAMES", "ItemInfo", "RewardBatch", "RewardManager", "domain_function", "score",
-           "shutdown_default_manager"]
+__all__ = ["DOMAINS", "DOMAIN_NAMES", "SOLVED_THRESHOLD", "ItemInfo", "RewardBatch", "RewardManager", "domain_function",
+           "score", "shutdown_default_manager"]
 
-DOMAINS: dict[str, str] = {  # name -> "module:function", f(response, ground_truth) -> float
-    "math": "prorl_jax.rewards.math_reward:score_math",
-    "code": "prorl_jax.rewards.code_reward:score_code",
-    "logic": "prorl_jax.rewards.logic_reward:score_logic",
-    "stem": "prorl_jax.rewards.stem_reward:score_stem",
-    "ifeval": "prorl_jax.rewards.ifeval_reward:score_ifeval",
-}
-DOMAIN_NAMES: tuple[str, ...] = tuple(DOMAINS)
 DEFAULT_TIMEOUT_S = 30.0  # per item for the non-code domains behind `score`
 _IN_PROCESS = {"code"}
 _LAZY = {"ItemInfo", "RewardBatch", "RewardManager"}
@@ -49,13 +43,6 @@ def __getattr__(name: str) -> Any:
     from prorl_jax.rewards import manager  # noqa: PLC0415
     return getattr(manager, name)
   raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def domain_function(domain: str, domains: Mapping[str, str] = DOMAINS) -> str:
-  """'module:function' path of a domain's verifier; ValueError listing the known domains otherwise."""
-  if not isinstance(domain, str) or domain not in domains:
-    raise ValueError(f"unknown reward domain {domain!r}; known domains: {', '.join(sorted(domains))}")
-  return domains[domain]
 
 
 def _default_manager() -> RewardManager:

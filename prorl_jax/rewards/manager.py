@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from prorl_jax.rewards import DOMAINS, domain_function
+from prorl_jax.rewards.domains import DOMAINS, domain_function
 from prorl_jax.rewards.sandbox import cleanup_after
 
 _log = logging.getLogger(__name__)

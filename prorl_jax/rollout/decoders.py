@@ -6,7 +6,7 @@ step makes (`select`). The slot loop (`prorl_jax.rollout.slots`) knows nothing e
 
   rows     `models.decode_step`: activations `[B, features]`, caches `[B, S, Hkv * D]`, the decode-attention kernel
            (Pallas on TPU / GPU, run per shard under a mesh, XLA's reference on CPU).
-  columns  `models.decode_step_columns`: feature-major activations, `[out, in]` weights, transposed caches, the
+  columns  `decode_columns.decode_step_columns`: feature-major activations, `[out, in]` weights, transposed caches, the
            native CPU kernels (`kernels.column_matmul`, `kernels.column_attention`); one CPU device only. Its cache
            can grow in phases (`windows`), so the attention reads no more positions than the rows have reached.
 
@@ -23,7 +23,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from prorl_jax import models
+from prorl_jax import models, parallel
+from prorl_jax.models import decode_columns
 from prorl_jax.rollout.sampling import SamplingParams, select_tokens, select_tokens_vocab_major
 
 
@@ -65,7 +66,8 @@ class RowsDecoder:
 
   def step(self, weights: Any, tokens: jax.Array, positions: jax.Array, cache: Any, active: jax.Array):
     params, head = weights
-    return models.decode_step(self.config, params, tokens, positions, cache, active=active, head=head)
+    return models.decode_step(self.config, params, tokens, positions, cache, active=active, head=head,
+                              layout=parallel.TRAIN_LAYOUT)
 
   def select(self, logits: jax.Array, keys: jax.Array, sampling: SamplingParams):
     return select_tokens(logits, keys, sampling)
@@ -73,36 +75,36 @@ class RowsDecoder:
 
 @dataclasses.dataclass(frozen=True)
 class ColumnsDecoder:
-  """`models.decode_step_columns` on column caches (see the module docstring)."""
+  """`decode_columns.decode_step_columns` on column caches (see the module docstring)."""
 
   config: models.Qwen2Config
   platform: str = "cpu"
   name: str = "columns"
 
-  def prepare(self, params: models.Params) -> models.ColumnWeights:
+  def prepare(self, params: models.Params) -> decode_columns.ColumnWeights:
     # Laid out once; the barrier keeps XLA from folding the transposes back into each step's dots.
-    return jax.lax.optimization_barrier(models.column_weights(self.config, params))
+    return jax.lax.optimization_barrier(decode_columns.column_weights(self.config, params))
 
   def windows(self, filled: int, cache_len: int) -> tuple[int, ...]:
-    return models.decode_windows(filled, cache_len)
+    return decode_columns.decode_windows(filled, cache_len)
 
-  def cache_from_rows(self, cache: models.KVCache, length: int) -> models.ColumnCache:
+  def cache_from_rows(self, cache: models.KVCache, length: int) -> decode_columns.ColumnCache:
     """Prefilled rows (their prompts in the first positions) in the column layout, `length` positions long."""
-    cols = models.to_column_cache(self.config, cache, min(length, cache.max_len))
-    return models.grow_column_cache(cols, length) if length > cache.max_len else cols
+    cols = decode_columns.to_column_cache(self.config, cache, min(length, cache.max_len))
+    return decode_columns.grow_column_cache(cols, length) if length > cache.max_len else cols
 
-  def cache_to_rows(self, cache: models.ColumnCache) -> models.KVCache:
-    return models.from_column_cache(cache)
+  def cache_to_rows(self, cache: decode_columns.ColumnCache) -> models.KVCache:
+    return decode_columns.from_column_cache(cache)
 
-  def empty_cache(self, rows: int, length: int) -> models.ColumnCache:
+  def empty_cache(self, rows: int, length: int) -> decode_columns.ColumnCache:
     return self.cache_from_rows(models.init_cache(self.config, rows, 1), length)
 
-  def grow(self, cache: models.ColumnCache, length: int) -> models.ColumnCache:
-    return models.grow_column_cache(cache, length)
+  def grow(self, cache: decode_columns.ColumnCache, length: int) -> decode_columns.ColumnCache:
+    return decode_columns.grow_column_cache(cache, length)
 
-  def step(self, weights: models.ColumnWeights, tokens: jax.Array, positions: jax.Array, cache: Any,
+  def step(self, weights: decode_columns.ColumnWeights, tokens: jax.Array, positions: jax.Array, cache: Any,
            active: jax.Array):
-    return models.decode_step_columns(self.config, weights, tokens, positions, cache, active=active)
+    return decode_columns.decode_step_columns(self.config, weights, tokens, positions, cache, active=active)
 
   def select(self, logits: jax.Array, keys: jax.Array, sampling: SamplingParams):
     return select_tokens_vocab_major(logits, keys, sampling)  # the column step's logits are [V, B]

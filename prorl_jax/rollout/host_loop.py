@@ -100,7 +100,7 @@ class HostLoop:
   def _refill(self, state, window):
     """Inserts waiting rows into free slots while enough are free: all slots at first (and for every static
     chunk), then `refill_rows` at a time, prefilling the next group of prompts when the current one is used up."""
-    plan, n = self.plan, self.n
+    plan = self.plan
     while self.waiting():
       first_fill = not plan.continuous or self.inserts == 0
       need = plan.slots if not plan.continuous else (1 if first_fill else min(plan.refill_rows, self.waiting()))

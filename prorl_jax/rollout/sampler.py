@@ -111,10 +111,11 @@ class Sampler:
     prompt_bucket: prompt lengths are padded up to a multiple of this, to limit recompilation.
     mesh: optional device mesh (e.g. `prorl_jax.parallel.make_mesh(config.mesh)`, or any mesh with some of the axes
       "data", "fsdp", "tensor"): slots are split over its batch axes, params and KV heads over "tensor". The memory
-      budget is then per device, so the slots are budget rows times the number of row shards.
-    decode_layout: "rows" decodes with `models.decode_step`, "columns" with `models.decode_step_columns` (CPU, one
-      device), "auto" picks columns on a single CPU device with the reference attention, rows elsewhere
-      (`rollout.decoders`).
+      budget is then per device, so the slots are budget rows times the number of row shards. A mesh of just the
+      default device splits nothing and samples as without a mesh (so the one-CPU column layout stays available).
+    decode_layout: "rows" decodes with `models.decode_step`, "columns" with
+      `models.decode_columns.decode_step_columns` (CPU, one device), "auto" picks columns on a single CPU device
+      with the reference attention, rows elsewhere (`rollout.decoders`).
     batching: "continuous" refills slots as rows finish; "static" decodes fixed chunks to their longest row.
     refill_fraction: continuous batching's refill group, as a share of the slots (default `REFILL_FRACTION`).
   """
@@ -139,9 +140,11 @@ class Sampler:
     if mesh is not None and any(t != AxisType.Auto for t in mesh.axis_types):
       # Explicit axes (jax.make_mesh's default) would make every op sharding-typed; the sampler relies on GSPMD.
       mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=(AxisType.Auto,) * len(mesh.axis_names))
-    self.mesh = mesh
     # The platform the programs are compiled for: the mesh's devices (compile-only ones included), else the default.
     self.platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    if mesh is not None and mesh.size == 1 and mesh.devices.flat[0] == jax.devices()[0]:
+      mesh = None
+    self.mesh = mesh
     self.decoder = choose_decoder(config, decode_layout, 1 if mesh is None else mesh.size, self.platform)
     self._programs: dict[Any, slots_lib.SlotPrograms] = {}
     self._param_sharding_cache: dict[Any, Any] = {}

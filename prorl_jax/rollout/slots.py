@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from prorl_jax import models, parallel
 from prorl_jax.rollout.decoders import cache_length
 from prorl_jax.rollout.sampling import SamplingParams, select_tokens
 
@@ -48,6 +49,12 @@ class Prefilled:
   keys: jax.Array  # [B]
 
 
+def kv_cache_shardings(config: models.Qwen2Config, rows: int, length: int, mesh) -> models.KVCache:
+  """A `KVCache` of NamedShardings for `rows` rows of `length` positions (`parallel.kv_cache_spec`)."""
+  s = jax.sharding.NamedSharding(mesh, parallel.kv_cache_spec(config, rows, length, mesh))
+  return models.KVCache(keys=(s,) * config.num_hidden_layers, values=(s,) * config.num_hidden_layers)
+
+
 def prefill(config, sampling: SamplingParams, params, prompt_ids: jax.Array, prompt_lengths: jax.Array,
             live: jax.Array, keys: jax.Array, *, eos_ids: tuple[int, ...], max_new_tokens: int, num_samples: int,
             pad_id: int, mesh=None) -> Prefilled:
@@ -56,17 +63,13 @@ def prefill(config, sampling: SamplingParams, params, prompt_ids: jax.Array, pro
   `live` bool `[P]` marks real prompts (padding prompts of a fixed-shape group start done); `keys` `[P x n]`. The
   cache holds the T prompt positions only; inserting a row pads it to the slots' cache.
   """
-  from prorl_jax import models  # noqa: PLC0415  (models is a heavy import; rollout/__init__ pulls it anyway)
-  from prorl_jax.parallel import rules
-
   def constrain(cache):
     if mesh is None:
       return cache
-    return jax.lax.with_sharding_constraint(
-        cache, rules.kv_cache_shardings(config, cache.batch_size, cache.max_len, mesh))
+    return jax.lax.with_sharding_constraint(cache, kv_cache_shardings(config, cache.batch_size, cache.max_len, mesh))
 
   cache = constrain(models.init_cache(config, prompt_ids.shape[0], prompt_ids.shape[1]))
-  logits, cache = models.prefill(config, params, prompt_ids, prompt_lengths, cache)
+  logits, cache = models.prefill(config, params, prompt_ids, prompt_lengths, cache, layout=parallel.TRAIN_LAYOUT)
   if num_samples > 1:
     repeat = lambda x: jnp.repeat(x, num_samples, axis=0)
     logits, prompt_lengths, live = repeat(logits), repeat(prompt_lengths), repeat(live)
@@ -241,15 +244,13 @@ class SlotPrograms:
   # --- shardings (None without a mesh) ----------------------------------------------------------------------------
 
   def _rows(self, *shape):
-    from prorl_jax.parallel import rules  # noqa: PLC0415
-    return jax.sharding.NamedSharding(self.mesh, rules.rows_spec(shape, self.mesh, "rollout rows"))
+    return jax.sharding.NamedSharding(self.mesh, parallel.rows_spec(shape, self.mesh, "rollout rows"))
 
   def _replicated(self):
     return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
 
   def _cache(self, rows: int, length: int):
-    from prorl_jax.parallel import rules  # noqa: PLC0415
-    return rules.kv_cache_shardings(self.config, rows, length, self.mesh)
+    return kv_cache_shardings(self.config, rows, length, self.mesh)
 
   def state_shardings(self, window: int, slots: int | None = None) -> SlotState | None:
     if self.mesh is None:

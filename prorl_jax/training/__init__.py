@@ -1,6 +1,9 @@
-"""The ProRLv2 training loop and its parts (config schema, state, update step, experience, checkpoints, logs).
+"""The ProRLv2 training loop and its parts: config schema, state, the update engine (`update`), experience
+collection, the layout on devices (`layout`, shared with the planner), what differs between host processes
+(`multihost`), the memory model (`memory`), checkpoints, logs, and checkpoint evaluation (`evaluate`).
 
-Entry point: `train(config, workdir)` (what `python -m experiments.prorlv2` runs).
+Entry points: `train(config, workdir)` (what `python -m experiments.prorlv2` runs) and
+`evaluate.run_evaluation(config, checkpoints, workdir)` (what `python -m experiments.evaluate` runs).
 """
 
 from prorl_jax.training.config import default_config, validate

@@ -11,7 +11,7 @@ import ml_collections
 
 from prorl_jax import algorithms
 from prorl_jax import rollout as rollout_lib
-from prorl_jax.models.config import ConfigError
+from prorl_jax.errors import ConfigError
 
 _DTYPES = ("float32", "bfloat16")
 
@@ -223,8 +223,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _fail("algorithm.advantage", f"is {a.advantage!r}", f"choose one of {algorithms.ADVANTAGE_ESTIMATORS}")
   if a.loss_agg not in algorithms.AGG_MODES:
     _fail("algorithm.loss_agg", f"is {a.loss_agg!r}", f"choose one of {algorithms.AGG_MODES}")
-  if a.kl_estimator.rstrip("+") not in ("k1", "k2", "k3", "abs", "kl", "mse", "low_var_kl"):
-    _fail("algorithm.kl_estimator", f"is {a.kl_estimator!r}", "choose k1, k2, k3 or abs (optionally with '+')")
+  if a.kl_estimator.rstrip("+") not in algorithms.KL_NAMES:
+    _fail("algorithm.kl_estimator", f"is {a.kl_estimator!r}", f"choose one of {algorithms.KL_NAMES} (optionally with "
+          "'+')")
   if not (0 < a.clip_low < 1) or a.clip_high <= 0:
     _fail("algorithm.clip_low/clip_high", f"must satisfy 0 < clip_low < 1 and clip_high > 0, got "
           f"{a.clip_low}, {a.clip_high}")
@@ -234,10 +235,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _fail("rollout.batching", f"is {config.rollout.batching!r}", f"choose one of {rollout_lib.BATCHING}")
   if config.rollout.temperature <= 0:
     _fail("rollout.temperature", f"must be > 0 for RL sampling, got {config.rollout.temperature}")
-  if config.dynamic_sampling.rule not in ("verl", "openrlhf"):
-    _fail("dynamic_sampling.rule", f"is {config.dynamic_sampling.rule!r}", "choose 'verl' or 'openrlhf'")
-  if config.dynamic_sampling.metric not in ("score", "reward"):
-    _fail("dynamic_sampling.metric", f"is {config.dynamic_sampling.metric!r}", "choose 'score' or 'reward'")
+  if config.dynamic_sampling.rule not in algorithms.KEEP_RULES:
+    _fail("dynamic_sampling.rule", f"is {config.dynamic_sampling.rule!r}", f"choose one of {algorithms.KEEP_RULES}")
+  if config.dynamic_sampling.metric not in algorithms.FILTER_METRICS:
+    _fail("dynamic_sampling.metric", f"is {config.dynamic_sampling.metric!r}",
+          f"choose one of {algorithms.FILTER_METRICS}")
   if config.reference_reset.source not in ("current", "best"):
     _fail("reference_reset.source", f"is {config.reference_reset.source!r}", "choose 'current' or 'best'")
   if config.optimizer.lr <= 0:

@@ -14,7 +14,9 @@ import numpy as np
 
 from prorl_jax import algorithms, rollout
 from prorl_jax.data import PromptBatch
-from prorl_jax.evaluation import SOLVED_THRESHOLD
+from prorl_jax.errors import ConfigError
+from prorl_jax.rewards import SOLVED_THRESHOLD
+from prorl_jax.training import config as config_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,24 @@ class ExperienceSettings:
   max_gen_batches: int
   eos_token_ids: tuple[int, ...]
   pad_id: int
+
+  def __post_init__(self):
+    if self.ds_rule not in algorithms.KEEP_RULES:
+      raise ConfigError(f"dynamic_sampling.rule is {self.ds_rule!r}; choose one of {algorithms.KEEP_RULES}")
+    if self.ds_metric not in algorithms.FILTER_METRICS:
+      raise ConfigError(f"dynamic_sampling.metric is {self.ds_metric!r}; choose one of {algorithms.FILTER_METRICS}")
+
+  @classmethod
+  def from_config(cls, c: Any, eos_token_ids: Sequence[int], pad_id: int, processes: int = 1) -> "ExperienceSettings":
+    """The settings of config `c` for one of `processes` processes (each collects its share of the prompts)."""
+    return cls(n=c.rollout.n, prompts=c.batch.prompts // processes, max_new_tokens=c.rollout.max_new_tokens,
+               prompt_len=c.data.max_prompt_length,
+               sampling=rollout.SamplingParams(temperature=c.rollout.temperature, top_p=c.rollout.top_p,
+                                               top_k=c.rollout.top_k),
+               shaping=config_lib.length_shaping(c), dynamic_sampling=c.dynamic_sampling.enable,
+               ds_rule=c.dynamic_sampling.rule, ds_metric=c.dynamic_sampling.metric,
+               max_gen_batches=c.dynamic_sampling.max_gen_batches, eos_token_ids=tuple(eos_token_ids),
+               pad_id=pad_id)
 
 
 @dataclasses.dataclass
@@ -95,11 +115,10 @@ def collect(*, step: int, next_prompts: Callable[[], PromptBatch],
   reward_metrics: dict[str, float] = {}
   timings = {"rollout": 0.0, "reward": 0.0}
   generated_tokens = 0
-  gen_batches = prompts_seen = prompts_kept = 0
   while not acc.ready:
     batch = next_prompts()
     start = time.perf_counter()
-    out = generate(batch, gen_batches)
+    out = generate(batch, acc.num_gen_batches)
     timings["rollout"] += time.perf_counter() - start
     generated_tokens += int(out.lengths.sum())
     start = time.perf_counter()
@@ -118,16 +137,23 @@ def collect(*, step: int, next_prompts: Callable[[], PromptBatch],
       keep = np.asarray(algorithms.dynamic_sampling_keep(metric, group_ids, rule=settings.ds_rule))
     else:
       keep = np.ones(len(group_ids), bool)
-    gen_batches += 1
-    prompts_seen += len(batch)
-    prompts_kept += int(keep.sum()) // settings.n
     for name, values in (("scores", scores), ("rewards", rewards), ("lengths", out.lengths),
                          ("finished", out.finished_by_eos)):
       seen[name].append(np.asarray(values))
     for e, s in zip(examples, scores):
       by_domain.setdefault(e.domain, []).append(float(s))
     acc.add(_per_sample_arrays(batch, out, settings, scores, rewards), group_ids, keep)
+  gen_batches, kept_frac = acc.num_gen_batches, acc.prompts_kept / max(acc.prompts_seen, 1)  # take() resets them
   arrays, group_ids = acc.take()
+  metrics = _metrics(seen, arrays, by_domain, reward_metrics, timings, generated_tokens, step, settings)
+  metrics.update({"dynamic_sampling/kept_frac": kept_frac, "dynamic_sampling/gen_batches": gen_batches})
+  return Experience(arrays=arrays, group_ids=group_ids, metrics=metrics)
+
+
+def _metrics(seen: dict[str, list[np.ndarray]], arrays: dict[str, np.ndarray], by_domain: dict[str, list[float]],
+             reward_metrics: dict[str, float], timings: dict[str, float], generated_tokens: int, step: int,
+             settings: ExperienceSettings) -> dict[str, float]:
+  """What a step's rollouts measured: over every generated sample (`seen`), and over the kept batch (`arrays`)."""
   all_scores = np.concatenate(seen["scores"])
   lengths = np.concatenate(seen["lengths"])
   metrics = {
@@ -139,16 +165,17 @@ def collect(*, step: int, next_prompts: Callable[[], PromptBatch],
       "response_length/truncated_frac": float(1.0 - np.concatenate(seen["finished"]).mean()),
       "train_batch/reward_mean": float(arrays["rewards"].mean()),
       "train_batch/score_mean": float(arrays["scores"].mean()),
-      "dynamic_sampling/kept_frac": prompts_kept / max(prompts_seen, 1),
-      "dynamic_sampling/gen_batches": gen_batches,
       "rollout/generated_tokens": generated_tokens,
       "time/rollout_s": timings["rollout"],
       "time/reward_s": timings["reward"],
       "throughput/tokens_per_s": generated_tokens / max(timings["rollout"], 1e-9),
   }
+  sh = settings.shaping  # the schedule `shape_rewards` applied above
+  metrics["length_penalty/active"] = float(algorithms.length_penalty_active(
+      step, sh.cosine_on_steps, sh.cosine_off_steps, sh.cosine_offset)) if sh.cosine_max_len else 0.0
   for domain, values in sorted(by_domain.items()):
     metrics[f"score/{domain}/mean"] = float(np.mean(values))
   for key in ("reward/timeout", "reward/error"):
     if key in reward_metrics:
       metrics[key] = reward_metrics[key]
-  return Experience(arrays=arrays, group_ids=group_ids, metrics=metrics)
+  return metrics

@@ -3,6 +3,7 @@ jitted step functions and the sampler.
 
 Built once by the `Trainer` over the attached devices, and by the planner (`prorl_jax.planning`) over the
 compile-only devices of a topology it does not have, so that what the planner compiles is what the trainer runs.
+Every run has a mesh and shardings, a one-device run a mesh of one device: there is no unsharded path.
 """
 
 from __future__ import annotations
@@ -26,19 +27,15 @@ class RunLayout:
   """A run's placement on its devices.
 
   Attributes:
-    mesh: the training mesh ("data", "fsdp", "tensor") over every process's devices.
-    sharded: whether arrays are placed by shardings (a multi-device mesh, or a topology's devices); an unsharded run
-      lets jit place everything on the default device.
+    mesh: the training mesh ("data", "fsdp", "tensor") over every process's devices (one device: a mesh of one).
     processes: host processes of the run (each samples its own prompts on its own devices).
-    state_sharding, batch_sharding: NamedShardings of the `TrainState` and of a mini-batch `TrainBatch` (None when
-      unsharded).
+    state_sharding, batch_sharding: NamedShardings of the `TrainState` and of a mini-batch `TrainBatch`.
     step_fns: the jitted log-prob and update functions.
     sampler: the rollout sampler (over this process's devices when there are several processes).
     loss_settings: the static loss configuration the step functions close over.
   """
 
   mesh: Mesh
-  sharded: bool
   processes: int
   state_sharding: Any
   batch_sharding: Any
@@ -76,29 +73,21 @@ def rollout_budget(c: Any, device_bytes_limit: int | None = None) -> int | None:
 
 def build_layout(c: Any, model_config: models.Qwen2Config, state: Any, optimizer: optax.GradientTransformation, *,
                  mesh: Mesh, pad_id: int, processes: int = 1, local_devices: Sequence[Any] | None = None,
-                 sharded: bool | None = None, device_bytes_limit: int | None = None) -> RunLayout:
+                 device_bytes_limit: int | None = None) -> RunLayout:
   """Shardings, step functions and sampler of a run on `mesh`.
 
   Args:
     state: the `TrainState`, or its abstract shapes (`jax.eval_shape`).
     processes, local_devices: host processes and this process's devices; with several processes each samples on its
-      own devices (`multihost.local_sampler_mesh`).
-    sharded: place arrays by shardings; default when the mesh has more than one device.
+      own devices (`multihost.sampler_mesh`).
     device_bytes_limit: memory per device, for the default rollout budget (None: read from the device).
   """
-  sharded = mesh.size > 1 if sharded is None else sharded
   loss_settings = update.LossSettings.from_config(c, prompt_len=c.data.max_prompt_length)
-  state_sharding = batch_sharding = None
-  if sharded:
-    state_sharding = parallel.train_state_shardings(model_config, state, optimizer, mesh)
-    batch_sharding = parallel.rows_shardings(train_batch_shapes(c), mesh)
-  step_fns = update.build_step_functions(model_config, loss_settings, optimizer, mesh=mesh if sharded else None,
-                                         state_sharding=state_sharding, batch_sharding=batch_sharding)
-  if processes > 1:
-    sampler_mesh = multihost.local_sampler_mesh(c, local_devices)
-  else:
-    sampler_mesh = mesh if sharded else None
-  sampler = rollout.Sampler(model_config, pad_id=pad_id, mesh=sampler_mesh, batching=c.rollout.batching,
-                            memory_budget_bytes=rollout_budget(c, device_bytes_limit))
-  return RunLayout(mesh=mesh, sharded=sharded, processes=processes, state_sharding=state_sharding,
+  state_sharding = parallel.train_state_shardings(model_config, state, optimizer, mesh)
+  batch_sharding = parallel.rows_shardings(train_batch_shapes(c), mesh)
+  step_fns = update.build_step_functions(model_config, loss_settings, optimizer, mesh=mesh,
+                                         state_sharding=state_sharding)
+  sampler = rollout.Sampler(model_config, pad_id=pad_id, mesh=multihost.sampler_mesh(c, mesh, processes, local_devices),
+                            batching=c.rollout.batching, memory_budget_bytes=rollout_budget(c, device_bytes_limit))
+  return RunLayout(mesh=mesh, processes=processes, state_sharding=state_sharding,
                    batch_sharding=batch_sharding, step_fns=step_fns, sampler=sampler, loss_settings=loss_settings)

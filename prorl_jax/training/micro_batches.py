@@ -49,6 +49,15 @@ def bucket_width(length: int, limit: int, per_octave: int) -> int:
   return min(-(-length // step) * step, limit)
 
 
+def equal_plan(rows: int, micro_rows: int, prompt_len: int, response_len: int) -> list[MicroBatch]:
+  """`rows` rows in order, `micro_rows` at a time (0 = all in one), at full width: the plan without bucketing."""
+  micro_rows = micro_rows or rows
+  if rows % micro_rows:
+    raise ValueError(f"mini-batch of {rows} sequences does not split into micro-batches of {micro_rows}")
+  return [MicroBatch(np.arange(s, s + micro_rows, dtype=np.int32), prompt_len, response_len)
+          for s in range(0, rows, micro_rows)]
+
+
 def plan_micro_batches(attention_mask: np.ndarray, response_mask: np.ndarray, prompt_len: int, micro_rows: int,
                        per_octave: int) -> list[MicroBatch]:
   """Splits a mini-batch into micro-batches of `micro_rows` rows of similar length.
@@ -73,8 +82,7 @@ def plan_micro_batches(attention_mask: np.ndarray, response_mask: np.ndarray, pr
     raise ValueError(f"attention_mask {attention_mask.shape} does not match response_mask {response_mask.shape} "
                      f"with prompt_len={prompt_len}")
   if per_octave <= 0:
-    return [MicroBatch(np.arange(s, s + micro_rows, dtype=np.int32), prompt_len, response_len)
-            for s in range(0, rows, micro_rows)]
+    return equal_plan(rows, micro_rows, prompt_len, response_len)
   # Widths from the outermost column each row uses (not counts), so a row with holes in its mask still fits.
   prompt_used = attention_mask[:, :prompt_len].astype(bool)
   prompt_lens = np.where(prompt_used.any(axis=1), prompt_len - np.argmax(prompt_used, axis=1), 0)

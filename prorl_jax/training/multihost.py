@@ -46,14 +46,78 @@ def check_run(c: Any, mesh: Mesh) -> None:
         f"data={processes}) rather than tensor")
 
 
-def local_sampler_mesh(c: Any, local_devices: Any = None) -> Mesh | None:
-  """The sampler's mesh over this process's devices (default `jax.local_devices()`): rows over "data", heads over
-  "tensor" where it fits."""
+def sampler_mesh(c: Any, mesh: Mesh, processes: int, local_devices: Any = None) -> Mesh:
+  """The sampler's mesh: the training mesh in a one-process run; with several processes (of a run, or of a topology
+  being planned) one over this process's devices (default `jax.local_devices()`), rows over "data", heads over
+  "tensor" where it fits, since each process samples its own prompts."""
+  if processes == 1:
+    return mesh
   local = list(jax.local_devices() if local_devices is None else local_devices)
-  if len(local) == 1:
-    return None
   tensor = c.mesh.tensor if c.mesh.tensor > 0 and len(local) % c.mesh.tensor == 0 else 1
   return parallel.make_mesh(dict(data=len(local) // tensor, fsdp=1, tensor=tensor), devices=local)
+
+
+def process_key(key: jax.Array) -> jax.Array:
+  """This process's sampling key: each process samples different prompts, so each gets its own stream."""
+  return jax.random.fold_in(key, jax.process_index()) if is_multiprocess() else key
+
+
+def data_state(state: dict[str, Any]) -> dict[str, Any]:
+  """The checkpoint's host entry for the data position(s): every process's own (Orbax writes the JSON from
+  process 0), or the one of a single-process run."""
+  if is_multiprocess():
+    return {"data_by_process": gather_json(state)}
+  return {"data": state}
+
+
+def restored_data_state(host: dict[str, Any], step: int) -> dict[str, Any]:
+  """This process's data position from a checkpoint's host entry (`data_state`); a TrainingError when the
+  checkpoint was written by a different number of processes."""
+  processes = jax.process_count()
+  if "data_by_process" in host:
+    states = host["data_by_process"]
+    if len(states) != processes:
+      raise TrainingError(f"the checkpoint of step {step} holds data positions of {len(states)} processes; "
+                          f"resume it with {len(states)} processes (this run has {processes})")
+    return states[jax.process_index()]
+  if processes > 1:
+    raise TrainingError(f"the checkpoint of step {step} is from a single-process run; resume it with one process")
+  return host["data"]
+
+
+def agree_on_failure(failure: Exception | None, make_error) -> Exception | None:
+  """`failure`, or `make_error(reasons)` when another process failed: one process failing stops all of them
+  together (the save that follows is collective)."""
+  if not is_multiprocess():
+    return failure
+  reasons = [r for r in gather_json(str(failure or "")) if r]
+  return make_error("; ".join(reasons)) if reasons and failure is None else failure
+
+
+def device_batch(arrays: dict[str, np.ndarray], group_ids: np.ndarray, prompts_per_process: int,
+                 batch_sharding: Any, mesh: Mesh) -> tuple[dict[str, jax.Array], dict[str, np.ndarray]]:
+  """(device arrays of a step's training rows, host copies of the masks, rewards and group ids over all rows).
+
+  Several processes each contribute their own rows (group ids offset to stay unique) to global arrays, and the
+  host copies are gathered, so every process plans the same micro-batches and resolves the same groups."""
+  keys = ("input_ids", "attention_mask", "response_mask")
+  if not is_multiprocess():
+    dev = {k: jax.device_put(arrays[k], getattr(batch_sharding, k)) for k in keys}
+    dev.update(rewards=jax.device_put(arrays["rewards"]), group_ids=jax.device_put(group_ids))
+    return dev, {"attention_mask": arrays["attention_mask"], "response_mask": arrays["response_mask"],
+                 "rewards": arrays["rewards"], "group_ids": group_ids}
+  local = {k: arrays[k] for k in keys + ("rewards",)}
+  local["group_ids"] = group_ids + jax.process_index() * prompts_per_process
+  dev = parallel.global_batch(local, mesh)
+  return dev, {k: global_numpy(dev[k]) for k in ("attention_mask", "response_mask", "rewards", "group_ids")}
+
+
+def gather_results(results: list[Any], to_json, from_json) -> list[Any]:
+  """Every process's evaluation results (each sampled its share of the problems), sorted by problem index."""
+  if not is_multiprocess():
+    return results
+  gathered = gather_json([to_json(r) for r in results])
+  return sorted((from_json(r) for part in gathered for r in part), key=lambda r: r.index)
 
 
 def local_replica(tree: Any, mesh: Mesh) -> Any:

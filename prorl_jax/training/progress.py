@@ -1,9 +1,12 @@
-"""The live progress line of a training run."""
+"""The live progress line of a training run, and the profiler window around chosen steps."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import Any
+from typing import Any, Callable, Sequence
+
+import jax
 
 from prorl_jax.training import metrics_log
 
@@ -31,3 +34,21 @@ class Progress:
   def close(self) -> None:
     if self.bar is not None:
       self.bar.close()
+
+
+@contextlib.contextmanager
+def profile_steps(directory: str, steps: Sequence[int], step: int, result: Callable[[], Any]):
+  """Starts a profiler trace into `directory` at the first of `steps` and stops it after the last, once `result()`
+  (e.g. the params) is computed."""
+  if steps and step == steps[0]:
+    # No Python function tracing: it records every call (a million events in two tiny steps), the trace then
+    # truncates and loses the phase annotations and device events that matter.
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0
+    jax.profiler.start_trace(directory, profiler_options=options)
+  try:
+    yield
+  finally:
+    if steps and step == steps[-1]:
+      jax.block_until_ready(result())
+      jax.profiler.stop_trace()

@@ -82,3 +82,13 @@ def summary_text(rows: Sequence[dict[str, Any]]) -> str:
   if skipped is not None:
     lines.append(f"updates skipped for NaN/Inf: {skipped}")
   return "\n".join(lines)
+
+
+def write_run_report(workdir: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
+  """Writes `training_curves.png` and `summary.txt` of a run into `workdir`; returns (summary text, png path)."""
+  png = plot_training_curves(rows, os.path.join(workdir, "training_curves.png"),
+                             title=f"prorl_jax: {os.path.basename(os.fspath(workdir))}")
+  text = summary_text(rows)
+  with open(os.path.join(workdir, "summary.txt"), "w") as f:
+    f.write(text + "\n")
+  return text, png

@@ -1,5 +1,6 @@
-"""`experiments.evaluate` as a function: load checkpoints and benchmarks from a config, evaluate each checkpoint
-(resumably), write summaries and the pass@k plot."""
+"""`experiments.evaluate` as a function: load checkpoints (Hugging Face, or the trainer's Orbax checkpoints) and
+benchmarks from a config, evaluate each checkpoint with `prorl_jax.evaluation` (resumably), write summaries and the
+pass@k plot. Here rather than in `evaluation` because it reads the trainer's checkpoints and config."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from prorl_jax import models, rollout
-from prorl_jax.data.specs import load_spec, spec_label
 from prorl_jax.evaluation.checkpoint_eval import benchmark_of, evaluate_checkpoint
+from prorl_jax.data.specs import load_spec, spec_label
 from prorl_jax.evaluation.plots import plot_pass_at_k
 from prorl_jax.evaluation.runner import EvalSettings
-from prorl_jax.evaluation.summary import format_table
+from prorl_jax.rewards import RewardManager
+from prorl_jax.training import checkpointing
+from prorl_jax.training.config import check_known_fields
 
 
 def eval_settings(config: ml_collections.ConfigDict) -> EvalSettings:
@@ -47,8 +50,6 @@ def load_benchmarks(config: ml_collections.ConfigDict, specs: Sequence[str] = ()
 def load_policy(checkpoint: str, config: ml_collections.ConfigDict):
   """(model config, params, tokenizer, id) from a HF directory / hub id, or from one of our Orbax checkpoints
   (architecture and tokenizer then come from config.model.path)."""
-  from prorl_jax.training import checkpointing  # Lazy: training imports this package.
-
   kw = dict(dtype=jnp.dtype(config.model.param_dtype), compute_dtype=config.model.compute_dtype,
             attention_impl=config.model.attention_impl)
   orbax = checkpointing.resolve_orbax_checkpoint(checkpoint)
@@ -72,9 +73,6 @@ def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tupl
                    workdir: str | os.PathLike, *, specs: Sequence[str] = (), limit: int | None = None,
                    overwrite: bool = False) -> dict[str, Any]:
   """Evaluates each (label, checkpoint) on the benchmarks; returns {"pass@1": {label: {benchmark: value}}, ...}."""
-  from prorl_jax.rewards import RewardManager
-  from prorl_jax.training.config import check_known_fields
-
   check_known_fields(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -112,4 +110,4 @@ def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tupl
   return combined
 
 
-__all__ = ["eval_settings", "format_table", "load_benchmarks", "load_policy", "run_evaluation"]
+__all__ = ["eval_settings", "load_benchmarks", "load_policy", "run_evaluation"]

@@ -23,12 +23,13 @@ With remat (`Qwen2Config.remat`) a layer keeps only its input, N H c, plus one l
 backward runs. The backward pass frees a layer's residuals as it makes that layer's gradients, so the update's
 temporaries peak either at its start (all residuals + LM-head work) or at its end (gradients + the update tree).
 
-Checked by tests/test_parallel_memory.py against `saved_residuals` (backend-independent) and against XLA's compiled
+Checked by tests/test_training_memory.py against `saved_residuals` (backend-independent) and against XLA's compiled
 `memory_analysis()` of the real update, log-prob and decode steps on CPU. Two CPU-only effects are out of scope:
 XLA:CPU drops rematerialisation barriers (it CSEs the recomputation away, so remat saves nothing there), and it
 upcasts bfloat16 matmul operands to float32 (an fp32 copy of the weights during bf16 decoding). Per-device numbers
-assume activations split over the batch axes as FSDP intends, which needs `parallel.constrain_activations` in the
-model's layers (without it GSPMD splits hidden dims over fsdp instead, and activations take ~2x more per device).
+assume activations split over the batch axes as FSDP intends, which needs the model's activation hints
+(`models.constrain_activations` with `parallel.TRAIN_LAYOUT`; without them GSPMD splits hidden dims over fsdp
+instead, and activations take ~2x more per device).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from prorl_jax.models import Qwen2Config, column_copy_bytes, init_params, resolve_decode_layout
-from prorl_jax.parallel import rules
-from prorl_jax.parallel.mesh import batch_axes
+from prorl_jax import parallel
+from prorl_jax.parallel import batch_axes, rules
 
 GiB = 1024**3
 
@@ -53,15 +54,13 @@ def _split(n: int, parts: int) -> int:
   return n // parts if parts > 1 and n % parts == 0 else n
 
 
-def _platform(mesh: Mesh | None) -> str:
-  """The platform of the mesh's devices (compile-only devices of a topology included), else the default backend."""
-  return mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+def _platform(mesh: Mesh) -> str:
+  """The platform of the mesh's devices (compile-only devices of a topology included)."""
+  return mesh.devices.flat[0].platform
 
 
-def _sizes(mesh: Mesh | None) -> tuple[int, int]:
+def _sizes(mesh: Mesh) -> tuple[int, int]:
   """(row shards, tensor size) of a mesh."""
-  if mesh is None:
-    return 1, 1
   shards = math.prod(int(mesh.shape[a]) for a in batch_axes(mesh))
   return shards, int(mesh.shape.get("tensor", 1))
 
@@ -69,9 +68,8 @@ def _sizes(mesh: Mesh | None) -> tuple[int, int]:
 def param_bytes(config: Qwen2Config, *, mesh: Mesh | None = None, dtype: Any = jnp.float32,
                 mode: str = "train") -> int:
   """Bytes of one copy of the params on one device, laid out by the sharding rules (`mode` "train" or "sample")."""
+  mesh = parallel.mesh_or_one_device(mesh)
   shapes = jax.eval_shape(lambda: init_params(config, jax.random.key(0), dtype=dtype))
-  if mesh is None:
-    return sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
   shardings = rules.param_shardings(config, shapes, mesh, mode=mode)
   sizes = jax.tree.map(lambda x, s: rules.shard_bytes(x.shape, x.dtype.itemsize, s.spec, mesh), shapes, shardings)
   return sum(jax.tree.leaves(sizes))
@@ -220,7 +218,9 @@ def estimate_train(config: Qwen2Config, *, rows: int, prompt_len: int, response_
     micro_rows: sequences per gradient micro-batch (0 = `rows`); logprob_rows: per log-prob pass (0 = micro_rows).
     param_dtype, ref_dtype: storage dtypes of the policy and the reference (default: the policy's).
     chunk_size: tokens per LM-head chunk (`config.algorithm.logprob_chunk_size`).
+    mesh: the run's mesh (default: one device).
   """
+  mesh = parallel.mesh_or_one_device(mesh)
   shards, tensor = _sizes(mesh)
   micro = micro_rows or rows
   per_dev = lambda r: -(-r // shards)
@@ -242,7 +242,9 @@ def estimate_rollout(config: Qwen2Config, *, rows: int, prompt_len: int, max_new
                      rollout_dtype: Any = None, decode_layout: str = "auto") -> RolloutMemory:
   """Rollout memory per device for a chunk of `rows` rows (prompts x samples) with a KV cache of
   `prompt_len + max_new_tokens` positions; `num_prompts` distinct prompts are prefilled (default `rows`).
-  `decode_layout` as the sampler's ("auto" resolves for this backend and the mesh's device count)."""
+  `decode_layout` as the sampler's ("auto" resolves for the mesh's platform and device count; default mesh: one
+  device)."""
+  mesh = parallel.mesh_or_one_device(mesh)
   shards, tensor = _sizes(mesh)
   rows_dev = -(-rows // shards)
   c = config.compute_dtype.itemsize
@@ -253,10 +255,9 @@ def estimate_rollout(config: Qwen2Config, *, rows: int, prompt_len: int, max_new
   state = rows_dev * (max_new_tokens * 8 + 4 + 4 + 1 + 1 + 8)
   v = _split(config.vocab_size, tensor)
   rollout_dtype = rollout_dtype or param_dtype
-  fsdp = int(mesh.shape.get("fsdp", 1)) if mesh is not None else 1
+  fsdp = int(mesh.shape.get("fsdp", 1))
   prompts_dev = -(-(num_prompts or rows) // shards)
-  columns = resolve_decode_layout(config, decode_layout, 1 if mesh is None else mesh.size,
-                                  _platform(mesh)) == "columns"
+  columns = resolve_decode_layout(config, decode_layout, mesh.size, _platform(mesh)) == "columns"
   kv_cache = 2 * config.num_hidden_layers * layer_cache
   return RolloutMemory(
       rollout_params=param_bytes(config, mesh=mesh, dtype=rollout_dtype, mode="sample"),
