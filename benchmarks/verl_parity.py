@@ -33,6 +33,20 @@ OVERLONG_MAX, OVERLONG_BUF, OVERLONG_FACTOR = 64, 16, 1.0
 # Global normalisers passed to both sides, as a trainer would for a mini-batch split over 2 ranks / micro-batches.
 DP_SIZE, GLOBAL_TOKENS, GLOBAL_SEQS, SCALE_FACTOR = 2, 1000.0, 77.0, 512.0
 ATOL, RTOL = 2e-5, 2e-5
+# The 2026 objectives (ALGORITHMS.md §17). Clip-Cov with ratio 1 cuts every eligible token: its deterministic part
+# (which tokens are eligible, and the loss once they are cut), without verl's torch.randperm draw.
+OBJECTIVES = {"gspo": {}, "cispo": {}, "sapo": {"tau_pos": 1.0, "tau_neg": 1.05}, "gmpo": {},
+              "kl_cov": {"kl_cov_ratio": 0.05, "ppo_kl_coef": 0.1},
+              "clip_cov": {"clip_cov_ratio": 1.0, "clip_cov_lb": 0.05, "clip_cov_ub": 5.0}}
+VERL_LOSS_NAMES = {"gspo": "gspo", "cispo": "cispo", "sapo": "sapo", "gmpo": "geo_mean", "kl_cov": "kl_cov",
+                   "clip_cov": "clip_cov"}
+OBJECTIVE_METRICS = {"gspo": ("pg_clipfrac", "ppo_kl"), "cispo": ("pg_clipfrac", "ppo_kl"), "sapo": ("ppo_kl",),
+                     "gmpo": ("pg_clipfrac", "pg_clipfrac_lower", "ppo_kl"), "kl_cov": ("ppo_kl",),
+                     "clip_cov": ("pg_clipfrac", "ppo_kl")}
+ROLLOUT_LEVELS = ("token", "sequence")
+ROLLOUT_THRESHOLDS = {"tis": 2.0, "icepop": (0.5, 5.0)}
+ROLLOUT_METRICS = ("rollout_is_mean", "rollout_is_max", "rollout_is_min", "rollout_is_ratio_fraction_high",
+                   "rollout_is_ratio_fraction_low", "rollout_is_std", "rollout_is_eff_sample_size")
 
 
 def make_inputs(seed: int) -> dict[str, np.ndarray]:
@@ -79,7 +93,12 @@ def make_inputs(seed: int) -> dict[str, np.ndarray]:
   lm_head = rng.normal(0, 0.5, (h, v)).astype(np.float32)
   resp_lengths = rng.integers(1, OVERLONG_MAX + 1, 32)
   resp_lengths[:3] = [OVERLONG_MAX - OVERLONG_BUF, OVERLONG_MAX - OVERLONG_BUF + 1, OVERLONG_MAX]
+  rollout_logp = old_logp + rng.normal(0, 0.3, (b, t)).astype(np.float32)
+  rollout_logp[5, :4] = old_logp[5, :4] + np.array([-3, 3, -0.9, 1.8], np.float32)  # beyond TIS / ICE-POP bounds
+  sizes_of = dict(zip(*np.unique(gids, return_counts=True)))
+  multi = np.array([sizes_of[g] > 1 for g in gids])  # pass@k needs >= 2 responses per group (verl raises)
   return dict(gids=gids.astype(np.int64), scores=scores, mask=mask, logp=logp, old_logp=old_logp,
+              rollout_logp=rollout_logp, multi=multi,
               ref_logp=ref_logp, adv=adv, token_noise=token_noise, loss_mat=loss_mat, loss_mask=loss_mask,
               logits=logits, tokens=tokens.astype(np.int64), hidden=hidden, lm_head=lm_head,
               resp_lengths=resp_lengths.astype(np.int64))
@@ -162,7 +181,55 @@ def run_verl(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
   out["overlong"] = _verl_overlong(x["resp_lengths"])
   out["dyn_keep"] = _verl_keep(x["scores"], x["gids"], types, defaultdict)
+  out.update(_verl_objectives(x))
   return {k: (v.detach().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in out.items()}
+
+
+def _verl_objectives(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """verl 0.9.1's 2026 losses, rollout correction and pass@k advantage on the same inputs."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from omegaconf import OmegaConf  # pylint: disable=g-import-not-at-top
+  from verl.trainer.ppo import core_algos, rollout_corr_helper  # pylint: disable=g-import-not-at-top
+  from verl.workers.config import ActorConfig, PolicyLossConfig  # pylint: disable=g-import-not-at-top
+
+  tt = lambda a: torch.tensor(a)
+  out = {}
+  mask = tt(x["mask"])
+  for level in ROLLOUT_LEVELS:
+    for name, threshold in ROLLOUT_THRESHOLDS.items():
+      verl_threshold = threshold if isinstance(threshold, float) else f"{threshold[0]}_{threshold[1]}"
+      w, metrics = rollout_corr_helper.compute_rollout_correction_weights(
+          tt(x["old_logp"] - x["rollout_logp"]), mask, rollout_is=level, rollout_is_threshold=verl_threshold)
+      out[f"rc_{level}_{name}_w"] = w
+      for key in ROLLOUT_METRICS + (("rollout_is_oob_ratio",) if name == "icepop" else ()):
+        out[f"rc_{level}_{name}_{key}"] = np.float32(metrics[key])
+  weights = rollout_corr_helper.compute_rollout_correction_weights(
+      tt(x["old_logp"] - x["rollout_logp"]), mask, rollout_is="token", rollout_is_threshold="0.5_5.0")[0]
+  for loss_name, extra in OBJECTIVES.items():
+    for agg in ("token-mean", "seq-mean-token-mean"):
+      for weighted in (False, True):
+        policy = PolicyLossConfig(loss_mode=VERL_LOSS_NAMES[loss_name], **{
+            k: v for k, v in extra.items() if k in ("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "kl_cov_ratio",
+                                                    "ppo_kl_coef")})
+        cfg = ActorConfig(strategy="fsdp", rollout_n=4, ppo_micro_batch_size_per_gpu=2, clip_ratio_low=CLIP_LOW,
+                          clip_ratio_high=CLIP_HIGH, tau_pos=extra.get("tau_pos", 1.0),
+                          tau_neg=extra.get("tau_neg", 1.05), policy_loss=policy)
+        logp = tt(x["logp"]).requires_grad_(True)
+        fn = core_algos.get_policy_loss_fn(VERL_LOSS_NAMES[loss_name])
+        loss, metrics = fn(tt(x["old_logp"]), logp, tt(x["adv"]), mask, loss_agg_mode=agg, config=cfg,
+                           rollout_is_weights=weights if weighted else None)
+        loss.backward()
+        key = f"obj_{loss_name}_{agg}_{'w' if weighted else 'nw'}"
+        out[key + "_loss"], out[key + "_grad"] = loss.detach(), logp.grad
+        for metric in OBJECTIVE_METRICS[loss_name]:
+          out[f"{key}_{metric}"] = np.float32(metrics["actor/" + metric])
+  multi = x["multi"]
+  token_scores = tt(_token_scores(x["scores"][multi], x["mask"][multi]))
+  uids = np.array([f"uid{g}" for g in x["gids"][multi]], dtype=object)
+  for std in (True, False):
+    out[f"adv_passk_std{std}"] = core_algos.compute_grpo_passk_outcome_advantage(
+        token_scores, tt(x["mask"][multi]), uids, config=OmegaConf.create({"norm_adv_by_std_in_grpo": std}))[0]
+  return out
 
 
 def _verl_overlong(lengths: np.ndarray) -> np.ndarray:
@@ -274,7 +341,52 @@ def run_jax(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       precision=jax.lax.Precision.HIGHEST)
   out["overlong"] = A.overlong_penalty(x["resp_lengths"], OVERLONG_MAX, OVERLONG_BUF, OVERLONG_FACTOR)
   out["dyn_keep"] = A.dynamic_sampling_keep(scores, gids)
+  out.update(_jax_objectives(x))
   return {k: np.asarray(v) for k, v in out.items()}
+
+
+def _jax_objectives(x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from prorl_jax import algorithms as A  # pylint: disable=g-import-not-at-top
+
+  out = {}
+  mask = x["mask"]
+  for level in ROLLOUT_LEVELS:
+    for name, threshold in ROLLOUT_THRESHOLDS.items():
+      w, metrics = A.rollout_correction_weights(x["old_logp"], x["rollout_logp"], mask, level=level,
+                                                threshold=threshold)
+      out[f"rc_{level}_{name}_w"] = w
+      for key in ROLLOUT_METRICS + (("rollout_is_oob_ratio",) if name == "icepop" else ()):
+        out[f"rc_{level}_{name}_{key}"] = metrics[key]
+  weights = A.rollout_correction_weights(x["old_logp"], x["rollout_logp"], mask, level="token",
+                                         threshold=(0.5, 5.0))[0]
+  fns = {"gspo": A.gspo_loss, "cispo": A.cispo_loss, "sapo": A.sapo_loss, "gmpo": A.gmpo_loss,
+         "kl_cov": A.kl_cov_loss, "clip_cov": A.clip_cov_loss}
+  for loss_name, extra in OBJECTIVES.items():
+    kw = dict(extra)
+    if loss_name != "sapo":
+      kw.update(agg_mode=None)
+    if loss_name in ("gspo", "cispo", "gmpo", "clip_cov"):
+      kw.update(clip_low=CLIP_LOW, clip_high=CLIP_HIGH)
+    if loss_name == "clip_cov":
+      kw["key"] = jax.random.key(0)
+    for agg in ("token-mean", "seq-mean-token-mean"):
+      if "agg_mode" in kw:
+        kw["agg_mode"] = agg
+      for weighted in (False, True):
+        def loss_fn(logp, kw=kw, weighted=weighted, fn=fns[loss_name]):
+          return fn(logp, x["old_logp"], x["adv"], mask, is_weights=weights if weighted else None, **kw)
+        (loss, metrics), grad = jax.value_and_grad(loss_fn, has_aux=True)(jnp.asarray(x["logp"]))
+        key = f"obj_{loss_name}_{agg}_{'w' if weighted else 'nw'}"
+        out[key + "_loss"], out[key + "_grad"] = loss, grad
+        for metric in OBJECTIVE_METRICS[loss_name]:
+          out[f"{key}_{metric}"] = metrics[metric]
+  multi = x["multi"]
+  for std in (True, False):
+    out[f"adv_passk_std{std}"] = A.pass_at_k_advantages(x["scores"][multi], x["gids"][multi], mask[multi],
+                                                        scale_by_std=std)
+  return out
 
 
 def compare(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:

@@ -25,9 +25,11 @@ def test_few_steps_end_to_end(tmp_path):
   assert "eval/pass@1" in rows[0] and "eval/pass@1" in rows[2] and "eval/pass@1" in rows[3]
   for row in rows[1:]:
     for key in ("reward/mean", "kl", "entropy", "response_length/mean", "clip_frac", "dynamic_sampling/kept_frac",
-                "ref_resets", "pass_rate", "grad_norm", "loss"):
+                "ref_resets", "pass_rate", "grad_norm", "loss", "mismatch/abs_logp_diff_mean", "mismatch/kl_k3"):
       assert key in row and math.isfinite(row[key]), key
     assert 0 < row["dynamic_sampling/kept_frac"] <= 1
+    # The rollout-vs-trainer mismatch is logged with the correction off; the Cov share is 0 for PPO-clip.
+    assert "rollout_correction/mean" not in row and row["cov_frac"] == 0.0
   assert rows[1]["kl"] == 0.0  # the reference starts as a copy of the policy
   for name in ("training_curves.png", "summary.txt", "config.json", "final_hf/config.json",
                "final_hf/model.safetensors", "final_hf/tokenizer.json"):

@@ -176,3 +176,47 @@ def test_sharded_trimmed_update_equals_single_device_padded(model, mesh_sizes):
   q = new_state.params["layers_0"]["self_attn"]["q_proj"]["kernel"]
   assert q.sharding.spec == parallel.param_specs(config, params, mesh)["layers_0"]["self_attn"]["q_proj"]["kernel"]
   _assert_same_update((new_state, metrics), want)
+
+
+def _invariance_plans():
+  """Ways the same rows can be laid out: one full-width micro-batch, equal micro-batches of 2 and 4 rows, length
+  buckets of 4 rows, and reversed row order in micro-batches of 2."""
+  rev = np.arange(ROWS, dtype=np.int32)[::-1]
+  return {
+      "one": micro_batches.equal_plan(ROWS, ROWS, PROMPT, RESPONSE),
+      "pairs": micro_batches.equal_plan(ROWS, 2, PROMPT, RESPONSE),
+      "quads": micro_batches.equal_plan(ROWS, 4, PROMPT, RESPONSE),
+      "reversed_pairs": [micro_batches.MicroBatch(rev[i:i + 2], PROMPT, RESPONSE) for i in range(0, ROWS, 2)],
+  }
+
+
+def test_training_logprobs_are_batch_invariant(model):
+  """A row's log-probs do not depend on the micro-batch it lands in, its neighbours or the micro-batch size
+  (bitwise, CPU float32); with bucketed widths the same up to float rounding (reported in the README)."""
+  config, params, optimizer, batch = model
+  fns = step_functions(config, _settings(), optimizer)
+  args = (params, batch.input_ids, batch.attention_mask)
+  m = np.asarray(batch.response_mask) > 0
+  got = {name: np.asarray(fns.logprobs(*args, plan))[m] for name, plan in _invariance_plans().items()}
+  for name, value in got.items():
+    np.testing.assert_array_equal(value, got["one"], err_msg=name)
+  bucketed = micro_batches.plan_micro_batches(np.asarray(batch.attention_mask), np.asarray(batch.response_mask),
+                                              PROMPT, 4, per_octave=4)
+  trimmed = np.asarray(fns.logprobs(*args, bucketed))[m]
+  np.testing.assert_allclose(trimmed, got["one"], rtol=0, atol=1e-5)
+
+
+def test_training_logprobs_do_not_depend_on_the_mesh(model):
+  config, params, optimizer, batch = model
+  one = np.asarray(step_functions(config, _settings(), optimizer).logprobs(params, batch.input_ids,
+                                                                           batch.attention_mask))
+  mesh = parallel.make_mesh(dict(data=2, fsdp=2, tensor=2))
+  fns = step_functions(config, _settings(), optimizer, mesh)
+  state = state_lib.create_train_state(params, optimizer, seed=0)
+  shardings = parallel.train_state_shardings(config, state, optimizer, mesh)
+  rows = parallel.rows_shardings(batch, mesh)
+  placed = jax.device_put(batch, rows)
+  sharded = np.asarray(fns.logprobs(jax.device_put(params, shardings.params), placed.input_ids,
+                                    placed.attention_mask))
+  m = np.asarray(batch.response_mask) > 0
+  np.testing.assert_allclose(sharded[m], one[m], rtol=0, atol=2e-5)

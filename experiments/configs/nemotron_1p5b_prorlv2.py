@@ -1,6 +1,7 @@
 """ProRLv2 on nvidia/Nemotron-Research-Reasoning-Qwen-1.5B (ALGORITHMS.md §1, §3).
 
-REINFORCE++-baseline advantages, PPO with decoupled clip 0.2 / 0.28, k2 KL loss (log-ratio clamped to ±10,
+REINFORCE++-baseline advantages, PPO with decoupled clip 0.2 / 0.28 and token-level ICE-POP rollout correction
+[0.5, 5.0] (as NVIDIA's NeMo-RL recipe), k2 KL loss (log-ratio clamped to ±10,
 beta 1e-4 as in the NVIDIA NeMo-RL/OpenRLHF recipes), dynamic sampling (drop groups with all-equal rewards, refill
 from up to 10 generation batches of 1.5x the batch), reference resets every 300 steps keeping the optimizer
 state, and the cosine length penalty switched on for 100 steps and off for 500. Values the sources leave open
@@ -37,7 +38,12 @@ def get_config():
   c.batch.micro_batch_size = 16
   c.algorithm.advantage = "reinforce_plus_plus_baseline"
   c.algorithm.clip_low = 0.2
+  # 0.28 as the ProRLv2 write-up states (N2 §2); NVIDIA's shipped NeMo-RL and OpenRLHF recipes use 0.27.
   c.algorithm.clip_high = 0.28
+  # Sampling runs on a bfloat16 copy while the trainer scores in float32: correct for the mismatch as NVIDIA's
+  # recipes do (token-level ICE-POP, weights outside [0.5, 5.0] zeroed).
+  c.algorithm.rollout_correction.level = "token"
+  c.algorithm.rollout_correction.threshold = (0.5, 5.0)
   c.algorithm.loss_agg = "token-mean"
   c.algorithm.kl_coef = 1e-4
   c.algorithm.kl_estimator = "k2"

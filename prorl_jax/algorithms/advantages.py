@@ -17,6 +17,7 @@ Formulas (ALGORITHMS.md section 4):
 * GRPO: A_i = (s_i - mean_g) / (std_g + eps), std unbiased over the group's sequence scores (singleton: mean 0,
   std 1); Dr.GRPO (`scale_by_std=False`): A_i = s_i - mean_g.
 * RLOO: A_i = s_i - mean_{j != i in g} s_j = (s_i - mean_g) * n / (n - 1); singleton: A_i = s_i.
+* pass@k (verl `grpo_passk`): only each group's best response gets r_max - r_second (/ (std_g + eps)).
 * REINFORCE++: discounted return-to-go of token rewards, then masked whitening (verl 0.9.1 carries the return
   across masked spans).
 """
@@ -175,7 +176,34 @@ def outcome_to_token_rewards(rewards: jax.Array, response_mask: jax.Array) -> ja
   return onehot * jnp.asarray(rewards, jnp.float32)[:, None]
 
 
-ESTIMATORS = ("reinforce_plus_plus_baseline", "grpo", "drgrpo", "rloo", "reinforce_plus_plus")
+def pass_at_k_advantages(rewards: jax.Array, group_ids: jax.Array, mask: jax.Array, *, scale_by_std: bool = True,
+                         eps: float = 1e-6, sample_mask: jax.Array | None = None,
+                         num_groups: int | None = None) -> jax.Array:
+  """pass@k training advantages `[B, T]` (verl `grpo_passk`, arXiv 2503.19595): in each group only the best response
+  (the first of equal best) gets r_max - r_second, divided by (unbiased group std + eps) when `scale_by_std`; every
+  other response gets 0. Groups of one have no second response: ValueError eagerly (as verl), NaN under jit.
+
+  Args: rewards `[B]`, group_ids `[B]` integer prompt labels, mask `[B, T]`; sample_mask / num_groups as
+  `grpo_advantages`.
+  """
+  groups, weights, stats, scores = _setup(rewards, group_ids, mask, sample_mask, num_groups)
+  live = (weights > 0) & groups.valid
+  if not _groups.is_traced(stats.count) and bool(jnp.any(live & (stats.count < 2))):
+    raise ValueError("pass@k advantages need at least 2 responses per prompt (rollout.n >= 2); a group has one")
+  index = jnp.arange(scores.shape[0])
+  seg = lambda x, op: op(x, groups.ids, num_segments=groups.num_segments)[groups.ids]
+  is_max = live & (scores == stats.max)
+  best = index == seg(jnp.where(is_max, index, scores.shape[0]), jax.ops.segment_min)
+  second = seg(jnp.where(live & ~best, scores, -jnp.inf), jax.ops.segment_max)
+  adv = jnp.where(best, scores - second, 0.0)
+  if scale_by_std:
+    adv = adv / (jnp.sqrt(stats.sq_dev / jnp.maximum(stats.count - 1.0, 1.0)) + eps)
+  adv = jnp.where(stats.count < 2, jnp.nan, adv)
+  adv = adv[:, None] * _groups.float_mask(mask)
+  return _groups.finalize(adv, groups, _groups.sample_weights(sample_mask, adv.shape[0]))
+
+
+ESTIMATORS = ("reinforce_plus_plus_baseline", "grpo", "drgrpo", "rloo", "reinforce_plus_plus", "pass_at_k")
 
 
 def compute_advantages(estimator: str, rewards: jax.Array, group_ids: jax.Array, response_mask: jax.Array, *,
@@ -190,6 +218,9 @@ def compute_advantages(estimator: str, rewards: jax.Array, group_ids: jax.Array,
                            sample_mask=sample_mask, num_groups=num_groups)
   if estimator == "rloo":
     return rloo_advantages(rewards, group_ids, response_mask, sample_mask=sample_mask, num_groups=num_groups)
+  if estimator == "pass_at_k":
+    return pass_at_k_advantages(rewards, group_ids, response_mask, scale_by_std=True, eps=grpo_eps,
+                                sample_mask=sample_mask, num_groups=num_groups)
   if estimator == "reinforce_plus_plus":
     token_rewards = outcome_to_token_rewards(rewards, response_mask)
     return reinforce_pp_advantages(token_rewards, response_mask, gamma, sample_mask=sample_mask)

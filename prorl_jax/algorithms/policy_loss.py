@@ -31,6 +31,21 @@ def _check_clip(name: str, value, lower: float, hint: str) -> None:
     raise ValueError(f"`{name}` must be > {lower} ({hint}); got {value}.")
 
 
+def loss_inputs(logp, old_logp, advantages, response_mask, is_weights, agg_mode):
+  """Checks a policy loss's `[B, T]` inputs and returns them as float32, everything but `logp` constant:
+  (logp, old_logp, advantages, mask, is_weights or None)."""
+  aggregation.check_agg_mode(agg_mode)
+  _groups.check_rank("logp", logp, 2, "[B, T]")
+  for name, x in (("old_logp", old_logp), ("advantages", advantages), ("response_mask", response_mask)):
+    _groups.check_same_shape("logp", logp, name, x)
+  if is_weights is not None:
+    _groups.check_same_shape("logp", logp, "is_weights", is_weights)
+    is_weights = jax.lax.stop_gradient(jnp.asarray(is_weights, jnp.float32))
+  constant = lambda x: jax.lax.stop_gradient(jnp.asarray(x, jnp.float32))
+  return (jnp.asarray(logp, jnp.float32), constant(old_logp), constant(advantages), _groups.float_mask(response_mask),
+          is_weights)
+
+
 def policy_loss(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array, response_mask: jax.Array, *,
                 clip_low: float = 0.2, clip_high: float = 0.28, clip_c: float | None = None,
                 agg_mode: str = "token-mean", global_num_tokens: jax.Array | float | None = None,
@@ -54,12 +69,7 @@ def policy_loss(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array, res
     (loss scalar, metrics dict with `pg_loss`, `pg_clipfrac`, `pg_clipfrac_lower`, `ppo_kl`, `clipfrac_high`,
     `clipfrac_low`).
   """
-  aggregation.check_agg_mode(agg_mode)
-  _groups.check_rank("logp", logp, 2, "[B, T]")
-  for name, x in (("old_logp", old_logp), ("advantages", advantages), ("response_mask", response_mask)):
-    _groups.check_same_shape("logp", logp, name, x)
-  if is_weights is not None:
-    _groups.check_same_shape("logp", logp, "is_weights", is_weights)
+  logp, old, adv, mask, is_weights = loss_inputs(logp, old_logp, advantages, response_mask, is_weights, agg_mode)
   _check_clip("clip_low", clip_low, 0.0, "ratio floor is 1 - clip_low")
   _check_clip("clip_high", clip_high, 0.0, "ratio ceiling is 1 + clip_high")
   if _groups.is_concrete_number(clip_low) and float(clip_low) >= 1.0:
@@ -67,10 +77,7 @@ def policy_loss(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array, res
   if clip_c is not None:
     _check_clip("clip_c", clip_c, 1.0, "dual-clip PPO bound; pass clip_c=None to disable dual clipping")
 
-  mask = _groups.float_mask(response_mask)
-  adv = jax.lax.stop_gradient(jnp.asarray(advantages, jnp.float32))
-  old = jax.lax.stop_gradient(jnp.asarray(old_logp, jnp.float32))
-  delta = jnp.clip(jnp.asarray(logp, jnp.float32) - old, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+  delta = jnp.clip(logp - old, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
   ratio = jnp.exp(delta)
   loss1 = -adv * ratio
   loss2 = -adv * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
@@ -90,7 +97,7 @@ def policy_loss(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array, res
     per_token = jnp.where(adv < 0, dual, clipped)
     metrics["pg_clipfrac_lower"] = masked.masked_mean(((clipped > loss3) & (adv < 0)).astype(jnp.float32), mask)
   if is_weights is not None:
-    per_token = per_token * jax.lax.stop_gradient(jnp.asarray(is_weights, jnp.float32))
+    per_token = per_token * is_weights
   loss = aggregation.agg_loss(per_token, mask, agg_mode, global_num_tokens=global_num_tokens,
                               global_num_seqs=global_num_seqs, loss_scale_factor=loss_scale_factor, dp_size=dp_size)
   metrics["pg_loss"] = loss

@@ -83,6 +83,20 @@ def default_config() -> ml_collections.ConfigDict:
       kl_output_clamp=0.0,  # 0 = estimator default (verl)
       entropy_coef=0.0,
       logprob_chunk_size=1024,  # tokens per LM-head chunk when computing log-probs
+      # The policy objective (algorithms.POLICY_LOSSES): "vanilla" PPO-clip, or gspo, cispo, sapo, gmpo, kl_cov,
+      # clip_cov (verl 0.9.1's; clip_low / clip_high are their ratio range, except sapo and kl_cov).
+      policy_loss="vanilla",
+      tau_pos=1.0,  # sapo: gate temperature where A > 0
+      tau_neg=1.05,  # sapo: where A <= 0
+      kl_cov_ratio=0.0002,  # kl_cov: share of tokens with the largest cov(logp, A) that get the |KL| penalty
+      ppo_kl_coef=0.1,  # kl_cov: that penalty's coefficient
+      clip_cov_ratio=0.0002,  # clip_cov: share of tokens whose gradient is cut ...
+      clip_cov_lb=1.0,  # ... drawn from those with clip_cov_lb < cov(logp, A) < clip_cov_ub
+      clip_cov_ub=5.0,
+      # Importance weights pi_trainer / pi_rollout multiplied into the policy loss (TIS / ICE-POP, verl's
+      # rollout correction). level: "" (off), "token" or "sequence"; threshold: (upper,) truncates at upper (TIS),
+      # (lower, upper) zeroes weights outside (ICE-POP; NVIDIA's ProRLv2 recipes: token, (0.5, 5.0)).
+      rollout_correction=ml_collections.ConfigDict(dict(level="", threshold=(0.5, 5.0))),
   ))
   c.dynamic_sampling = ml_collections.ConfigDict(dict(
       enable=True,
@@ -221,6 +235,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   a = config.algorithm
   if a.advantage not in algorithms.ADVANTAGE_ESTIMATORS:
     _fail("algorithm.advantage", f"is {a.advantage!r}", f"choose one of {algorithms.ADVANTAGE_ESTIMATORS}")
+  if a.advantage == "pass_at_k" and config.rollout.n < 2:
+    _fail("algorithm.advantage", "is 'pass_at_k', which needs rollout.n >= 2 responses per prompt",
+          f"raise rollout.n (now {config.rollout.n})")
+  if a.policy_loss not in algorithms.POLICY_LOSSES:
+    _fail("algorithm.policy_loss", f"is {a.policy_loss!r}", f"choose one of {algorithms.POLICY_LOSSES}")
+  rc = a.rollout_correction
+  if rc.level not in ("",) + algorithms.ROLLOUT_CORRECTION_LEVELS:
+    _fail("algorithm.rollout_correction.level", f"is {rc.level!r}",
+          f"choose '' (off) or one of {algorithms.ROLLOUT_CORRECTION_LEVELS}")
+  try:
+    rollout_threshold(c=config)
+  except ValueError as e:
+    _fail("algorithm.rollout_correction.threshold", f"is {tuple(rc.threshold)!r}: {e}",
+          "give (upper,) to truncate (TIS) or (lower, upper) to mask outside (ICE-POP)")
+  for field in ("tau_pos", "tau_neg", "kl_cov_ratio", "clip_cov_ratio"):
+    if a[field] <= 0:
+      _fail(f"algorithm.{field}", f"must be > 0, got {a[field]}")
+  if a.clip_cov_lb >= a.clip_cov_ub:
+    _fail("algorithm.clip_cov_lb", f"({a.clip_cov_lb}) must be < algorithm.clip_cov_ub ({a.clip_cov_ub})")
   if a.loss_agg not in algorithms.AGG_MODES:
     _fail("algorithm.loss_agg", f"is {a.loss_agg!r}", f"choose one of {algorithms.AGG_MODES}")
   if a.kl_estimator.rstrip("+") not in algorithms.KL_NAMES:
@@ -247,6 +280,15 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0 < config.eval.top_p <= 1 or not 0 < config.rollout.top_p <= 1:
     _fail("eval.top_p/rollout.top_p", "must be in (0, 1]")
   return config
+
+
+def rollout_threshold(c) -> float | tuple[float, float]:
+  """`algorithm.rollout_correction.threshold` as `algorithms.rollout_correction_weights` takes it: (upper,) -> upper
+  (TIS), (lower, upper) -> the pair (ICE-POP). Raises ValueError for anything else."""
+  values = tuple(float(v) for v in c.algorithm.rollout_correction.threshold)
+  threshold = values[0] if len(values) == 1 else values
+  algorithms.parse_rollout_threshold(threshold)
+  return threshold
 
 
 def reset_policy(c) -> algorithms.ResetPolicy:

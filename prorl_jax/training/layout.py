@@ -53,14 +53,16 @@ def run_mesh(c: Any, devices: Sequence[Any] | None = None) -> Mesh:
 
 
 def train_batch_shapes(c: Any, rows: int | None = None) -> update.TrainBatch:
-  """Abstract `TrainBatch` of `rows` sequences (default one mini-batch: `mini_batch_prompts x n`) at full width."""
+  """Abstract `TrainBatch` of `rows` sequences (default one mini-batch: `mini_batch_prompts x n`) at full width; with
+the sampler's log-probs when rollout correction is on."""
   rows = rows or c.batch.mini_batch_prompts * c.rollout.n
   seq = c.data.max_prompt_length + c.rollout.max_new_tokens
+  per_token = ("response_mask", "advantages", "old_logp", "ref_logp")
+  per_token += ("rollout_logp",) if c.algorithm.rollout_correction.level else ()
   return update.TrainBatch(**{
       "input_ids": jax.ShapeDtypeStruct((rows, seq), jnp.int32),
       "attention_mask": jax.ShapeDtypeStruct((rows, seq), jnp.bool_),
-      **{k: jax.ShapeDtypeStruct((rows, c.rollout.max_new_tokens), jnp.float32)
-         for k in ("response_mask", "advantages", "old_logp", "ref_logp")}})
+      **{k: jax.ShapeDtypeStruct((rows, c.rollout.max_new_tokens), jnp.float32) for k in per_token}})
 
 
 def rollout_budget(c: Any, device_bytes_limit: int | None = None) -> int | None:

@@ -100,9 +100,10 @@ def device_batch(arrays: dict[str, np.ndarray], group_ids: np.ndarray, prompts_p
 
   Several processes each contribute their own rows (group ids offset to stay unique) to global arrays, and the
   host copies are gathered, so every process plans the same micro-batches and resolves the same groups."""
-  keys = ("input_ids", "attention_mask", "response_mask")
+  keys = ("input_ids", "attention_mask", "response_mask", "rollout_logp")
   if not is_multiprocess():
-    dev = {k: jax.device_put(arrays[k], getattr(batch_sharding, k)) for k in keys}
+    dev = {k: jax.device_put(arrays[k], getattr(batch_sharding, k if k != "rollout_logp" else "old_logp"))
+           for k in keys}
     dev.update(rewards=jax.device_put(arrays["rewards"]), group_ids=jax.device_put(group_ids))
     return dev, {"attention_mask": arrays["attention_mask"], "response_mask": arrays["response_mask"],
                  "rewards": arrays["rewards"], "group_ids": group_ids}

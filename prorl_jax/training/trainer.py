@@ -204,7 +204,7 @@ class Trainer:
     t1 = time.perf_counter()
     batch, host = self._training_batch(exp, metrics)
     t2 = time.perf_counter()
-    updates = self._update(batch, host)
+    updates = self._update(batch, host, step)
     self.state = self.state.replace(step=multihost.place(jnp.int32(step), self.state_sharding.step))
     t3 = time.perf_counter()
     metrics.update(self._update_metrics(updates, batch))
@@ -249,16 +249,30 @@ class Trainer:
                                  output_clamp=s.kl_output_clamp)
       metrics["kl"] = float(algorithms.masked_mean(kl, response_mask))
       metrics["entropy"] = float(algorithms.masked_mean(entropy, response_mask))
+      metrics.update(self._rollout_metrics(old_logp, dev["rollout_logp"], response_mask))
       # Groups are resolved on the host copy of every row, then the advantages are laid out by rows.
       advantages = multihost.to_global(np.asarray(algorithms.compute_advantages(
           c.algorithm.advantage, host["rewards"], host["group_ids"], host["response_mask"],
           unbiased=c.algorithm.unbiased_whitening)), self.batch_sharding.advantages)
     batch = update.TrainBatch(input_ids=ids, attention_mask=mask, response_mask=response_mask,
-                              advantages=advantages, old_logp=old_logp, ref_logp=ref_logp)
+                              advantages=advantages, old_logp=old_logp, ref_logp=ref_logp,
+                              rollout_logp=dev["rollout_logp"] if s.rollout_level else None)
     return batch, host
 
-  def _update(self, batch: update.TrainBatch, host: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """`ppo_epochs` passes of one optimizer update per mini-batch; their metrics on the host."""
+  def _rollout_metrics(self, old_logp, rollout_logp, response_mask) -> dict[str, float]:
+    """How far the sampler's log-probs are from the trainer's (every step), and the correction weights' statistics
+    when rollout correction is on."""
+    s = self.layout.loss_settings
+    out = algorithms.rollout_mismatch_metrics(old_logp, rollout_logp, response_mask)
+    if s.rollout_level:
+      _, stats = algorithms.rollout_correction_weights(old_logp, rollout_logp, response_mask,
+                                                         level=s.rollout_level, threshold=s.rollout_threshold)
+      out.update({f"rollout_correction/{k.removeprefix('rollout_is_')}": v for k, v in stats.items()})
+    return {k: float(v) for k, v in jax.device_get(out).items()}
+
+  def _update(self, batch: update.TrainBatch, host: dict[str, np.ndarray], step: int) -> list[dict[str, Any]]:
+    """`ppo_epochs` passes of one optimizer update per mini-batch; their metrics on the host. The objective's
+    random draws (Clip-Cov) follow the run's key, the step and the update."""
     c = self.config
     rows_per_update = c.batch.mini_batch_prompts * c.rollout.n
     updates = []
@@ -268,7 +282,8 @@ class Trainer:
           rows = slice(start, start + rows_per_update)
           mb = jax.device_put(jax.tree.map(lambda x: x[rows], batch), self.batch_sharding)
           plan = self._plan(host["attention_mask"][rows], host["response_mask"][rows], c.batch.micro_batch_size)
-          self.state, m = self.step_fns.update(self.state, mb, plan)
+          key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step), len(updates))
+          self.state, m = self.step_fns.update(self.state, mb, plan, key)
           updates.append(m)
       return jax.device_get(updates)
 

@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from prorl_jax import algorithms, models, parallel
 from prorl_jax.errors import ConfigError
+from prorl_jax.training import config as config_lib
 from prorl_jax.training.micro_batches import MicroBatch, equal_plan
 from prorl_jax.training.state import TrainState
 
@@ -41,6 +42,7 @@ class TrainBatch:
   advantages: jax.Array  # float32 [B, R]
   old_logp: jax.Array  # float32 [B, R]
   ref_logp: jax.Array  # float32 [B, R]
+  rollout_logp: jax.Array | None = None  # float32 [B, R], the sampler's; only with rollout correction on
 
   @property
   def num_rows(self) -> int:
@@ -63,8 +65,17 @@ class LossSettings:
   kl_output_clamp: float | None = None
   entropy_coef: float = 0.0
   chunk_size: int = 1024
+  policy_loss: str = "vanilla"  # algorithms.POLICY_LOSSES
+  objective: tuple[tuple[str, float], ...] = ()  # the loss's own parameters (tau_pos, kl_cov_ratio, ...)
+  rollout_level: str = ""  # rollout correction: "" (off), "token" or "sequence"
+  rollout_threshold: float | tuple[float, float] = (0.5, 5.0)
 
   def __post_init__(self):
+    if self.policy_loss not in algorithms.POLICY_LOSSES:
+      raise ConfigError(f"algorithm.policy_loss is {self.policy_loss!r}; choose one of {algorithms.POLICY_LOSSES}")
+    if self.rollout_level not in ("",) + algorithms.ROLLOUT_CORRECTION_LEVELS:
+      raise ConfigError(f"algorithm.rollout_correction.level is {self.rollout_level!r}; choose '' or one of "
+                        f"{algorithms.ROLLOUT_CORRECTION_LEVELS}")
     if self.agg_mode not in algorithms.AGG_MODES:
       raise ConfigError(f"algorithm.loss_agg is {self.agg_mode!r}; choose one of {algorithms.AGG_MODES}")
     if self.kl_estimator.rstrip("+") not in algorithms.KL_NAMES:
@@ -88,7 +99,35 @@ class LossSettings:
                clip_high=a.clip_high, clip_c=a.clip_c or None, agg_mode=a.loss_agg, kl_coef=a.kl_coef,
                kl_estimator=a.kl_estimator, kl_input_clamp=a.kl_input_clamp or None,
                kl_output_clamp=a.kl_output_clamp or None, entropy_coef=a.entropy_coef,
-               chunk_size=a.logprob_chunk_size)
+               chunk_size=a.logprob_chunk_size, policy_loss=a.policy_loss,
+               objective=tuple((k, float(a[k])) for k in OBJECTIVE_FIELDS.get(a.policy_loss, ())),
+               rollout_level=a.rollout_correction.level, rollout_threshold=config_lib.rollout_threshold(config))
+
+
+# The config fields each policy objective takes besides the clip range (`algorithm.*`).
+OBJECTIVE_FIELDS = {"sapo": ("tau_pos", "tau_neg"), "kl_cov": ("kl_cov_ratio", "ppo_kl_coef"),
+                    "clip_cov": ("clip_cov_ratio", "clip_cov_lb", "clip_cov_ub")}
+
+
+def policy_objective(logp: jax.Array, micro: TrainBatch, settings: LossSettings, counts: dict[str, Any],
+                     is_weights: jax.Array | None, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`settings.policy_loss` of one micro-batch: (loss, metrics), the loss aggregated over `counts` (the mini-batch's
+  normalisers). `key` draws Clip-Cov's tokens."""
+  name, mask, extra = settings.policy_loss, micro.response_mask, dict(settings.objective)
+  args = (logp, micro.old_logp, micro.advantages, mask)
+  clip = dict(clip_low=settings.clip_low, clip_high=settings.clip_high)
+  if name == "vanilla":
+    return algorithms.policy_loss(*args, clip_c=settings.clip_c, agg_mode=settings.agg_mode, is_weights=is_weights,
+                                  **clip, **counts)
+  if name == "sapo":
+    return algorithms.sapo_loss(*args, is_weights=is_weights, **extra, **counts)
+  if name == "kl_cov":
+    return algorithms.kl_cov_loss(*args, agg_mode=settings.agg_mode, is_weights=is_weights, **extra, **counts)
+  if name == "clip_cov":
+    return algorithms.clip_cov_loss(*args, key=key, agg_mode=settings.agg_mode, is_weights=is_weights, **clip,
+                                    **extra, **counts)
+  fn = {"gspo": algorithms.gspo_loss, "cispo": algorithms.cispo_loss, "gmpo": algorithms.gmpo_loss}[name]
+  return fn(*args, agg_mode=settings.agg_mode, is_weights=is_weights, **clip, **counts)
 
 
 @flax.struct.dataclass
@@ -124,10 +163,11 @@ def response_logprobs(model_config: models.Qwen2Config, params: Any, input_ids: 
 
 
 def micro_loss(params: Any, micro: TrainBatch, norm: Normalizer, model_config: models.Qwen2Config,
-               settings: LossSettings) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """(loss, metrics) of one micro-batch: the clipped policy loss (`algorithms.policy_loss`) + kl_coef x KL to the
-  reference - entropy_coef x entropy, each aggregated with `settings.agg_mode` over `norm`'s mini-batch counts.
-  Metrics are this micro-batch's share of the mini-batch's means, so they sum to them over the plan."""
+               settings: LossSettings, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(loss, metrics) of one micro-batch: the policy objective (`policy_objective`, weighted by the rollout
+  correction when it is on) + kl_coef x KL to the reference - entropy_coef x entropy, each aggregated with
+  `settings.agg_mode` over `norm`'s mini-batch counts. Metrics are this micro-batch's share of the mini-batch's
+  means, so they sum to them over the plan."""
   want_entropy = settings.entropy_coef != 0.0
   out = response_logprobs(model_config, params, micro.input_ids, micro.attention_mask, settings,
                           with_entropy=want_entropy)
@@ -135,9 +175,12 @@ def micro_loss(params: Any, micro: TrainBatch, norm: Normalizer, model_config: m
   mask = micro.response_mask
   counts = dict(global_num_tokens=norm.num_tokens, global_num_seqs=norm.num_seqs, loss_scale_factor=norm.horizon)
   agg = lambda v: algorithms.agg_loss(v, mask, settings.agg_mode, **counts)
-  pg_loss, pg_metrics = algorithms.policy_loss(
-      logp, micro.old_logp, micro.advantages, mask, clip_low=settings.clip_low, clip_high=settings.clip_high,
-      clip_c=settings.clip_c, agg_mode=settings.agg_mode, **counts)
+  is_weights = None
+  if settings.rollout_level:
+    is_weights, _ = algorithms.rollout_correction_weights(micro.old_logp, micro.rollout_logp, mask,
+                                                          level=settings.rollout_level,
+                                                          threshold=settings.rollout_threshold)
+  pg_loss, pg_metrics = policy_objective(logp, micro, settings, counts, is_weights, key)
   kl = algorithms.kl_penalty(logp, micro.ref_logp, settings.kl_estimator, input_clamp=settings.kl_input_clamp,
                              output_clamp=settings.kl_output_clamp)
   kl_loss = agg(kl)
@@ -146,8 +189,8 @@ def micro_loss(params: Any, micro: TrainBatch, norm: Normalizer, model_config: m
     loss = loss - settings.entropy_coef * agg(entropy)
   share = jnp.sum(mask) / jnp.maximum(norm.num_tokens, 1.0)
   aux = {"loss": loss, "pg_loss": pg_loss, "kl_loss": kl_loss}
-  for name in ("pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "clipfrac_high", "clipfrac_low"):
-    aux[name] = pg_metrics[name] * share
+  for name in AUX_METRICS[3:]:
+    aux[name] = pg_metrics.get(name, jnp.zeros((), jnp.float32)) * share
   return loss, aux
 
 
@@ -174,7 +217,7 @@ def zero_accumulator(params: Any) -> tuple[Any, dict[str, jax.Array]]:
 
 
 AUX_METRICS = ("loss", "pg_loss", "kl_loss", "pg_clipfrac", "pg_clipfrac_lower", "ppo_kl", "clipfrac_high",
-               "clipfrac_low")
+               "clipfrac_low", "cov_frac")
 
 
 def take_micro_batch(batch: TrainBatch, rows: jax.Array, prompt_len: int, prompt_width: int,
@@ -182,9 +225,10 @@ def take_micro_batch(batch: TrainBatch, rows: jax.Array, prompt_len: int, prompt
   """Rows `rows` `[m]` of `batch`, keeping the last `prompt_width` prompt columns and the first `response_width`
   response columns (`prorl_jax.training.micro_batches`)."""
   seq = slice(prompt_len - prompt_width, prompt_len + response_width)
+  per_token = ("response_mask", "advantages", "old_logp", "ref_logp", "rollout_logp")
   return TrainBatch(input_ids=_take(batch.input_ids, rows, seq), attention_mask=_take(batch.attention_mask, rows, seq),
-                    **{k: _take(getattr(batch, k), rows, slice(response_width))
-                       for k in ("response_mask", "advantages", "old_logp", "ref_logp")})
+                    **{k: _take(getattr(batch, k), rows, slice(response_width)) for k in per_token
+                       if getattr(batch, k) is not None})
 
 
 def _take(x: jax.Array, rows: jax.Array, columns: slice) -> jax.Array:
@@ -192,13 +236,15 @@ def _take(x: jax.Array, rows: jax.Array, columns: slice) -> jax.Array:
 
 
 def accumulate_micro_batch(model_config: models.Qwen2Config, settings: LossSettings, params: Any, acc: Any,
-                           batch: TrainBatch, rows: jax.Array, norm: Normalizer, *, prompt_width: int,
-                           response_width: int) -> Any:
+                           batch: TrainBatch, rows: jax.Array, norm: Normalizer, key: jax.Array | None = None, *,
+                           prompt_width: int, response_width: int) -> Any:
   """`acc + (gradients, loss metrics)` of one trimmed micro-batch (`take_micro_batch`) of the mini-batch `batch`,
-  normalised by `norm` so the sum over the plan is the mini-batch gradient."""
+  normalised by `norm` so the sum over the plan is the mini-batch gradient. `key`: the micro-batch's random draws
+  (Clip-Cov), default a fixed key."""
   micro = take_micro_batch(batch, rows, settings.prompt_len, prompt_width, response_width)
+  key = jax.random.key(0) if key is None else key
   (_, aux), grads = jax.value_and_grad(micro_loss, has_aux=True)(
-      params, micro, norm, model_config, dataclasses.replace(settings, prompt_len=prompt_width))
+      params, micro, norm, model_config, dataclasses.replace(settings, prompt_len=prompt_width), key)
   return jax.tree.map(jnp.add, acc, (grads, aux))
 
 
@@ -261,13 +307,15 @@ class StepFunctions:
     """(logp, entropy), both `[B, R]`."""
     return self._logprobs(params, input_ids, attention_mask, plan, True)
 
-  def update(self, state, batch: TrainBatch, plan: Sequence[MicroBatch] | None = None):
-    """(state, metrics) after one optimizer update on the mini-batch `batch`; the state is donated."""
+  def update(self, state, batch: TrainBatch, plan: Sequence[MicroBatch] | None = None, key: jax.Array | None = None):
+    """(state, metrics) after one optimizer update on the mini-batch `batch`; the state is donated. `key` seeds
+    the objective's random draws (Clip-Cov), one fold per micro-batch."""
     plan = self._full(batch.attention_mask, plan)
     norm = Normalizer.of(batch.response_mask)
     acc = self._call(self.jit_zero_accumulator, state.params)
-    for mb in plan:
-      acc = self._call(self.jit_micro_accumulate, state.params, acc, batch, mb.rows, norm,
+    for i, mb in enumerate(plan):
+      micro_key = None if key is None else jax.random.fold_in(key, i)
+      acc = self._call(self.jit_micro_accumulate, state.params, acc, batch, mb.rows, norm, micro_key,
                        prompt_width=mb.prompt_width, response_width=mb.response_width)
     return self._call(self.jit_apply_gradients, state, *acc)
 
