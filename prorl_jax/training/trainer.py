@@ -249,7 +249,7 @@ class Trainer:
                                  output_clamp=s.kl_output_clamp)
       metrics["kl"] = float(algorithms.masked_mean(kl, response_mask))
       metrics["entropy"] = float(algorithms.masked_mean(entropy, response_mask))
-      metrics.update(self._rollout_metrics(old_logp, dev["rollout_logp"], response_mask))
+      metrics.update(update.rollout_metrics(s, old_logp, dev["rollout_logp"], response_mask))
       # Groups are resolved on the host copy of every row, then the advantages are laid out by rows.
       advantages = multihost.to_global(np.asarray(algorithms.compute_advantages(
           c.algorithm.advantage, host["rewards"], host["group_ids"], host["response_mask"],
@@ -258,17 +258,6 @@ class Trainer:
                               advantages=advantages, old_logp=old_logp, ref_logp=ref_logp,
                               rollout_logp=dev["rollout_logp"] if s.rollout_level else None)
     return batch, host
-
-  def _rollout_metrics(self, old_logp, rollout_logp, response_mask) -> dict[str, float]:
-    """How far the sampler's log-probs are from the trainer's (every step), and the correction weights' statistics
-    when rollout correction is on."""
-    s = self.layout.loss_settings
-    out = algorithms.rollout_mismatch_metrics(old_logp, rollout_logp, response_mask)
-    if s.rollout_level:
-      _, stats = algorithms.rollout_correction_weights(old_logp, rollout_logp, response_mask,
-                                                         level=s.rollout_level, threshold=s.rollout_threshold)
-      out.update({f"rollout_correction/{k.removeprefix('rollout_is_')}": v for k, v in stats.items()})
-    return {k: float(v) for k, v in jax.device_get(out).items()}
 
   def _update(self, batch: update.TrainBatch, host: dict[str, np.ndarray], step: int) -> list[dict[str, Any]]:
     """`ppo_epochs` passes of one optimizer update per mini-batch; their metrics on the host. The objective's

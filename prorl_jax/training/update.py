@@ -162,6 +162,18 @@ def response_logprobs(model_config: models.Qwen2Config, params: Any, input_ids: 
   return parallel.map_row_shards(fn, (hidden[:, p - 1:-1], input_ids[:, p:]), (head,))
 
 
+def rollout_metrics(settings: LossSettings, old_logp: jax.Array, rollout_logp: jax.Array,
+                    mask: jax.Array) -> dict[str, float]:
+  """How far the sampler's log-probs `[B, R]` are from the trainer's (`mismatch/*`, every step), and the correction
+  weights' statistics (`rollout_correction/*`) when `settings` turn the correction on."""
+  out = algorithms.rollout_mismatch_metrics(old_logp, rollout_logp, mask)
+  if settings.rollout_level:
+    _, stats = algorithms.rollout_correction_weights(old_logp, rollout_logp, mask, level=settings.rollout_level,
+                                                     threshold=settings.rollout_threshold)
+    out.update({f"rollout_correction/{k.removeprefix('rollout_is_')}": v for k, v in stats.items()})
+  return {k: float(v) for k, v in jax.device_get(out).items()}
+
+
 def micro_loss(params: Any, micro: TrainBatch, norm: Normalizer, model_config: models.Qwen2Config,
                settings: LossSettings, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(loss, metrics) of one micro-batch: the policy objective (`policy_objective`, weighted by the rollout
