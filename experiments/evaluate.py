@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from experiments import _cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
                                           lock_config=True)
@@ -32,27 +33,25 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Discard results made with ot
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _cli.usage_error(f"unexpected arguments: {argv[1:]}")
   for flag, example in ((_CONFIG, "experiments/configs/tiny.py"), (_CHECKPOINT, "runs/tiny/final_hf"),
                         (_WORKDIR, "runs/tiny_eval")):
     if not flag.value:
-      raise app.UsageError(f"--{flag.name} is required, e.g. --{flag.name}={example}")
+      _cli.usage_error(f"--{flag.name} is required, e.g. --{flag.name}={example}")
   logging.getLogger("absl").setLevel(logging.WARNING)
   from prorl_jax.data import DataError
   from prorl_jax.training.evaluate import run_evaluation
   from prorl_jax.errors import ConfigError
   from prorl_jax.models import ChatTemplateError, CheckpointError
+  from prorl_jax.training import TrainingError
 
   checkpoints = ([("baseline", _BASELINE.value)] if _BASELINE.value else []) + [("checkpoint", _CHECKPOINT.value)]
   specs = [s for s in _BENCHMARKS.value.split(";") if s]
-  try:
+  with _cli.exit_codes(ConfigError, CheckpointError, ChatTemplateError, DataError, TrainingError, ValueError):
     report = run_evaluation(_CONFIG.value, checkpoints, os.path.expanduser(_WORKDIR.value), specs=specs,
                             limit=_LIMIT.value or None, overwrite=_OVERWRITE.value)
-  except (ConfigError, CheckpointError, ChatTemplateError, DataError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
   print(json.dumps(report["pass@1"], indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_cli.parse_flags)

@@ -21,6 +21,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from experiments import _cli  # noqa: E402
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file.",
                                           lock_config=True)
 _TOPOLOGY = flags.DEFINE_string("topology", None, "e.g. v5p:2x2x2, v5e:2x4, v6e-8, v5p-8, h100:8")
@@ -37,11 +39,11 @@ FITS, DOES_NOT_FIT, BAD_INPUT, NO_COMPILER = 0, 3, 2, 4
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _cli.usage_error(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
-    raise app.UsageError("--config is required, e.g. --config=experiments/configs/nemotron_1p5b_prorlv2.py")
+    _cli.usage_error("--config is required, e.g. --config=experiments/configs/nemotron_1p5b_prorlv2.py")
   if not _TOPOLOGY.value:
-    raise app.UsageError("--topology is required, e.g. --topology=v5p:2x2x2")
+    _cli.usage_error("--topology is required, e.g. --topology=v5p:2x2x2")
   logging.getLogger("absl").setLevel(logging.WARNING)
   logging.getLogger("kernels").setLevel(logging.WARNING)  # the plan names the decode kernel it finds
   from prorl_jax import planning
@@ -70,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_cli.parse_flags)

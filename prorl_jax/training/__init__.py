@@ -6,9 +6,11 @@ Entry points: `train(config, workdir)` (what `python -m experiments.prorlv2` run
 `evaluate.run_evaluation(config, checkpoints, workdir)` (what `python -m experiments.evaluate` runs).
 """
 
+from prorl_jax.training.checkpointing import CheckpointWriteError, UnusableCheckpointError
 from prorl_jax.training.config import default_config, validate
+from prorl_jax.training.preemption import EXIT_PREEMPTED, Preempted
 from prorl_jax.training.state import TrainState, create_train_state, make_optimizer
 from prorl_jax.training.trainer import Trainer, TrainingError, train
 
-__all__ = ["TrainState", "Trainer", "TrainingError", "create_train_state", "default_config", "make_optimizer", "train",
-           "validate"]
+__all__ = ["CheckpointWriteError", "EXIT_PREEMPTED", "Preempted", "TrainState", "Trainer", "TrainingError",
+           "UnusableCheckpointError", "create_train_state", "default_config", "make_optimizer", "train", "validate"]

@@ -7,18 +7,20 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
-from prorl_jax import models, rollout
+from prorl_jax import evaluation, models, rollout
 from prorl_jax.evaluation.checkpoint_eval import benchmark_of, evaluate_checkpoint
 from prorl_jax.data.specs import load_spec, spec_label
 from prorl_jax.evaluation.plots import plot_pass_at_k
 from prorl_jax.evaluation.runner import EvalSettings
 from prorl_jax.rewards import RewardManager
-from prorl_jax.training import checkpointing
+from prorl_jax.training import checkpointing, multihost
 from prorl_jax.training.config import check_known_fields
 
 
@@ -56,7 +58,11 @@ def load_policy(checkpoint: str, config: ml_collections.ConfigDict):
   if orbax is not None:
     directory, step = orbax
     model_config, base = models.load_hf(config.model.path, revision=config.model.revision or None, **kw)
-    params = checkpointing.Checkpointer(directory, async_save=False).restore_params(step, base)
+    checkpointer = checkpointing.Checkpointer(directory, async_save=False)
+    try:
+      step, params = _restore_params(checkpointer, step, base)
+    finally:
+      checkpointer.close()
     tokenizer_path, ident = config.tokenizer.path or config.model.path, f"{directory}@{step}"
   else:
     model_config, params = models.load_hf(checkpoint, **kw)
@@ -67,6 +73,45 @@ def load_policy(checkpoint: str, config: ml_collections.ConfigDict):
     ident = os.path.abspath(checkpoint) if os.path.isdir(checkpoint) else checkpoint
   tokenizer = models.load_tokenizer(tokenizer_path, chat_template=config.tokenizer.chat_template or None)
   return model_config, params, tokenizer, ident
+
+
+def _restore_params(checkpointer: checkpointing.Checkpointer, step: int | None, like: Any) -> tuple[int, Any]:
+  """(step, policy params): of `step`, or of the newest readable step (unreadable newer ones are reported in one
+  line each and skipped, but not moved: a training run may own the directory)."""
+  if step is None:
+    found = checkpointing.restore_newest(checkpointer, lambda s: checkpointer.restore_params(s, like),
+                                         move_aside=False, using="evaluating")
+    if found is None:
+      raise models.CheckpointError(f"no checkpoint step in {checkpointer.directory}")
+    return found
+  if step not in checkpointer.all_steps():
+    raise models.CheckpointError(f"no checkpoint of step {step} in {checkpointer.directory} "
+                                 f"(steps there: {checkpointer.all_steps()})")
+  params, why = checkpointing.attempt_read(lambda: checkpointer.restore_params(step, like))
+  if why is not None:
+    raise models.CheckpointError(f"checkpoint step {step} in {checkpointer.directory} cannot be read ({why})")
+  return step, params
+
+
+def validate(config: ml_collections.ConfigDict, sampler: Any, params: Any, examples: Sequence[Any],
+             prompt_ids: Sequence[Sequence[int]], *, score_batch: Callable, decode: Callable,
+             eos_token_ids: Sequence[int]) -> dict[str, float]:
+  """The trainer's validation metrics (`eval/pass@k`, `eval/<domain>/...`, `time/eval_s`) of `params` on
+  `examples`, sampled as config.eval says. Each process samples every P-th problem and the results are gathered."""
+  problems = evaluation.problems_from_examples(examples, [e.domain for e in examples])
+  start = time.perf_counter()
+  results = evaluation.evaluate_problems(
+      sampler=sampler, params=params, prompt_ids=prompt_ids, problems=problems, score_batch=score_batch,
+      decode=decode, eos_token_ids=eos_token_ids, settings=eval_settings(config),
+      # Samples follow problem indices, so the split between processes changes nothing.
+      skip=[i for i in range(len(problems)) if i % jax.process_count() != jax.process_index()])
+  results = multihost.gather_results(results, evaluation.ProblemResult.to_json, evaluation.ProblemResult.from_json)
+  out = {"time/eval_s": time.perf_counter() - start}
+  for name, s in evaluation.summarize(results, by="domain").items():
+    prefix = "eval/" if name == "all" else f"eval/{name}/"
+    out.update({prefix + k: v for k, v in s.items()
+                if k.startswith(("pass@", "solved@")) or k in ("mean_length", "truncated_frac")})
+  return multihost.from_first_process(out)  # same results everywhere; only the eval time differs
 
 
 def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tuple[str, str]],
@@ -110,4 +155,4 @@ def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tupl
   return combined
 
 
-__all__ = ["eval_settings", "load_benchmarks", "load_policy", "run_evaluation"]
+__all__ = ["eval_settings", "load_benchmarks", "load_policy", "run_evaluation", "validate"]

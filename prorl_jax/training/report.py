@@ -1,10 +1,31 @@
-"""End-of-run report: a PNG of the training curves (reference resets marked) and a short text summary."""
+"""What a run writes beside its metrics: at the start the memory estimate and the resolved config; at the end a PNG
+of the training curves (reference resets marked) and a short text summary."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 from typing import Any, Sequence
+
+from prorl_jax import parallel
+from prorl_jax.training import memory, mfu
+
+_log = logging.getLogger("prorl_jax.trainer")
+
+
+def write_run_files(config: Any, model_config: Any, mesh: Any, directory: str) -> float:
+  """Writes `memory_estimate.json` and `config.json` to `directory`; returns the device's peak FLOP/s (for MFU)."""
+  peak_flops, peak_source = mfu.peak_flops(mesh.devices.flat[0], config.model.compute_dtype)
+  estimate = memory.estimate_run(config, model_config, mesh)
+  estimate.update(mesh=parallel.describe(mesh), peak_flops_per_device=peak_flops, peak_flops_source=peak_source)
+  with open(os.path.join(directory, "memory_estimate.json"), "w") as f:
+    json.dump(estimate, f, indent=2, default=str)
+  _log.info("mesh %s; estimated peak device memory %.2f GiB", estimate["mesh"], estimate["peak_gib"])
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  return peak_flops
 
 PANELS = (
     ("reward/mean", "reward (mean)"),

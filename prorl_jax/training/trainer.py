@@ -3,12 +3,12 @@
 Each step: prompts -> n rollouts per prompt -> rewards (+ length shaping on its schedule) -> dynamic sampling with
 batch refill -> old and reference log-probs (temperature-scaled) -> advantages -> mini-batch updates -> metrics;
 then, on their schedules, validation, reference resets and checkpoints. Rerunning with the same workdir resumes
-from the latest checkpoint.
+from the newest usable checkpoint; SIGTERM / SIGINT stop the run at a safe point after checkpointing the last
+completed step (`preemption`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -20,11 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from prorl_jax import algorithms, evaluation, models, parallel
+from prorl_jax import algorithms, models
 from prorl_jax.data import PipelineConfig, PromptPipeline, encode_prompt
 from prorl_jax.rewards import RewardManager
 from prorl_jax.data.specs import load_spec
-from prorl_jax.training import checkpointing, evaluate, experience, memory, metrics_log, mfu, micro_batches, multihost, report, update
+from prorl_jax.training import (checkpointing, evaluate, experience, metrics_log, mfu, micro_batches, multihost,
+                                preemption, report, resume, update)
 from prorl_jax.training import layout as layout_lib
 from prorl_jax.training import config as config_lib
 from prorl_jax.training.config import validate
@@ -57,8 +58,8 @@ class Trainer:
     self._build_data()
     self._build_state_and_layout(params)
     self._build_experience()
-    latest = self._build_checkpointer()
-    self.metrics = metrics_log.MetricsWriter(self._own_dir(), resume_step=latest)
+    self.restored_step = self._build_checkpointer()
+    self.metrics = metrics_log.MetricsWriter(self._own_dir(), resume_step=self.restored_step)
     self._write_run_files()
 
   # --- builders ------------------------------------------------------------------------------------------------
@@ -108,6 +109,7 @@ class Trainer:
     self.state_sharding, self.batch_sharding = self.layout.state_sharding, self.layout.batch_sharding
     self.step_fns, self.sampler = self.layout.step_fns, self.layout.sampler
     self.state = jax.device_put(state, self.state_sharding)
+    self._state_shapes = resume.state_shapes(self.state)
 
   def _build_experience(self) -> None:
     """What a step's rollouts need: their settings, the reward workers, the reset policy."""
@@ -120,7 +122,7 @@ class Trainer:
                                  code_timeout_s=c.rewards.code_timeout_s, preload=domains)
 
   def _build_checkpointer(self) -> int | None:
-    """The checkpointer; the latest checkpoint, if any, replaces the fresh state. Returns its step."""
+    """The checkpointer; the newest usable checkpoint, if any, replaces the fresh state. Returns its step."""
     c = self.config
     self.checkpointer = checkpointing.Checkpointer(os.path.join(self.workdir, "checkpoints"),
                                                    keep_latest=c.checkpoint.keep_latest,
@@ -129,23 +131,19 @@ class Trainer:
     self.tracker = algorithms.ResetTrackerState()
     self.counters = {"ref_resets": 0, "nonfinite_skips": 0}
     self.start_step = 0
-    latest = self.checkpointer.latest_step()
-    if latest is not None:
-      self._restore(latest)
-    return latest
+    self._stop: preemption.StopSignals | None = None
+    self._step_start_host: dict[str, Any] | None = None
+    found = resume.restore_newest(self.checkpointer, self.state, self._state_shapes, tuple(self.counters))
+    if found is None:
+      return None
+    self.state, self.tracker, self.start_step = found.state, found.tracker, found.step
+    self.pipeline.set_state(found.data)
+    self.counters.update(found.counters)
+    _log.info("resumed from the checkpoint of step %d in %s", found.step, self.checkpointer.directory)
+    return found.step
 
   def _write_run_files(self) -> None:
-    """The memory estimate and the resolved config (process 0 in the workdir, others under process_<i>/)."""
-    c = self.config
-    self.peak_flops, peak_source = mfu.peak_flops(self.mesh.devices.flat[0], c.model.compute_dtype)
-    estimate = memory.estimate_run(c, self.model_config, self.mesh)
-    estimate.update(mesh=parallel.describe(self.mesh), peak_flops_per_device=self.peak_flops,
-                    peak_flops_source=peak_source)
-    with open(os.path.join(self._own_dir(), "memory_estimate.json"), "w") as f:
-      json.dump(estimate, f, indent=2, default=str)
-    _log.info("mesh %s; estimated peak device memory %.2f GiB", estimate["mesh"], estimate["peak_gib"])
-    with open(os.path.join(self._own_dir(), "config.json"), "w") as f:
-      f.write(c.to_json_best_effort(indent=2))
+    self.peak_flops = report.write_run_files(self.config, self.model_config, self.mesh, self._own_dir())
 
   # --- checkpoints -------------------------------------------------------------------------------------------
 
@@ -153,22 +151,32 @@ class Trainer:
     return self.workdir if self.process_index == 0 else os.path.join(self.workdir, f"process_{self.process_index}")
 
   def _host_state(self) -> dict[str, Any]:
-    return {"tracker": self.tracker.to_dict(), "counters": dict(self.counters),
-            **multihost.data_state(self.pipeline.get_state())}
+    return resume.host_state(step=jax.device_get(self.state.step), tracker=self.tracker, counters=self.counters,
+                             shapes=self._state_shapes, data=self.pipeline.get_state())
 
-  def _restore(self, step: int) -> None:
-    self.state, host = self.checkpointer.restore(step, self.state)
-    self.pipeline.set_state(multihost.restored_data_state(host, step))
-    self.tracker = algorithms.ResetTrackerState.from_dict(host["tracker"])
-    self.counters.update(host["counters"])
-    self.start_step = step
-    _log.info("resumed from the checkpoint of step %d in %s", step, self.checkpointer.directory)
-
-  def _save(self, step: int, score: float | None) -> None:
+  def _save(self, step: int, score: float | None, host: dict[str, Any] | None = None) -> None:
+    """Checkpoints `self.state` as step `step` (once: a step saved before a kill is not written again)."""
     try:
-      self.checkpointer.save(step, self.state, self._host_state(), score)
+      self.checkpointer.save(step, self.state, host or self._host_state(), score)
     except checkpointing.NonFiniteStateError as e:  # Never checkpoint a broken state; keep training visible.
       _log.error("%s", e)
+
+  # --- stopping on a signal ------------------------------------------------------------------------------------
+
+  def _stop_requested(self, collective: bool = True) -> bool:
+    return self._stop is not None and self._stop.requested(collective)
+
+  def _safe_point(self, collective: bool = True) -> None:
+    """Abandons the current step here if a stop signal arrived; only before its first optimizer update."""
+    if self._stop_requested(collective):
+      raise preemption.StepAbandoned()
+
+  def _stop_after(self, step: int, host: dict[str, Any]) -> None:
+    """Checkpoints completed step `step` (with its host state `host`), waits for the write and stops."""
+    self._save(step, None, host)
+    self.checkpointer.wait()
+    name = (self._stop.received if self._stop is not None else None) or "a signal on another process"
+    raise preemption.Preempted(name, self.checkpointer.latest_step())  # older if step's state was not finite
 
   # --- phases --------------------------------------------------------------------------------------------------
 
@@ -179,6 +187,7 @@ class Trainer:
     key = multihost.process_key(jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step))
 
     def generate(batch, index):
+      self._safe_point(collective=False)
       return self.sampler.generate(params, list(batch.prompt_ids), max_new_tokens=self.config.rollout.max_new_tokens,
                                    sampling=self.exp_settings.sampling, num_samples=self.config.rollout.n,
                                    eos_token_ids=self.eos_ids, seed=jax.random.fold_in(key, index))
@@ -190,6 +199,7 @@ class Trainer:
                                             micro_rows, self.config.batch.length_buckets_per_octave)
 
   def _score(self, domains, texts, truths):
+    self._safe_point(collective=False)
     out = self.rewards.score_batch(domains, texts, truths)
     return out.scores, out.metrics()
 
@@ -197,12 +207,15 @@ class Trainer:
     return experience.decode_response(self.tokenizer, tokens, self._drop_ids)
 
   def train_step(self, step: int) -> dict[str, float]:
-    """Runs RL step `step` (1-based) on `self.state` and returns its metrics."""
+    """Runs RL step `step` (1-based) on `self.state` and returns its metrics. Raises StepAbandoned, with the state
+    untouched, when a stop signal arrives before the update."""
     t0 = time.perf_counter()
     exp = self._collect(step)
+    self._safe_point()
     metrics = multihost.reduce_metrics(dict(exp.metrics))
     t1 = time.perf_counter()
     batch, host = self._training_batch(exp, metrics)
+    self._safe_point()
     t2 = time.perf_counter()
     updates = self._update(batch, host, step)
     self.state = self.state.replace(step=multihost.place(jnp.int32(step), self.state_sharding.step))
@@ -225,8 +238,7 @@ class Trainer:
         failure = e
       failure = multihost.agree_on_failure(failure, algorithms.DynamicSamplingError)
       if failure is not None:
-        if self.checkpointer.latest_step() != step - 1:
-          self._save(step - 1, None)
+        self._save(step - 1, None, self._step_start_host or self._host_state())
         self.checkpointer.wait()
         raise TrainingError(f"step {step}: {failure} (state saved at step {step - 1}; rerun to resume)") from failure
     return exp
@@ -302,24 +314,11 @@ class Trainer:
     """Validation: pass@1 (mean score over k samples) and pass@k per domain, with the current params."""
     if not self.val_examples:
       return {}
-    problems = evaluation.problems_from_examples(self.val_examples, [e.domain for e in self.val_examples])
-    start = time.perf_counter()
     with jax.profiler.TraceAnnotation("evaluation"):
-      results = evaluation.evaluate_problems(
-          sampler=self.sampler, params=multihost.local_replica(self.state.params, self.mesh),
-          prompt_ids=self.val_prompt_ids, problems=problems,
-          score_batch=lambda d, t, g: self.rewards.score_batch(d, t, g).scores, decode=self._decode,
-          eos_token_ids=self.eos_ids, settings=evaluate.eval_settings(self.config),
-          # Each process samples every P-th problem; samples follow problem indices, so the split changes nothing.
-          skip=[i for i in range(len(problems)) if i % jax.process_count() != self.process_index])
-      results = multihost.gather_results(results, evaluation.ProblemResult.to_json,
-                                         evaluation.ProblemResult.from_json)
-    out = {"time/eval_s": time.perf_counter() - start}
-    for name, s in evaluation.summarize(results, by="domain").items():
-      prefix = "eval/" if name == "all" else f"eval/{name}/"
-      out.update({prefix + k: v for k, v in s.items()
-                  if k.startswith(("pass@", "solved@")) or k in ("mean_length", "truncated_frac")})
-    return multihost.from_first_process(out)  # same results everywhere; only the eval time differs
+      return evaluate.validate(
+          self.config, self.sampler, multihost.local_replica(self.state.params, self.mesh), self.val_examples,
+          self.val_prompt_ids, score_batch=lambda d, t, g: self.rewards.score_batch(d, t, g).scores,
+          decode=self._decode, eos_token_ids=self.eos_ids)
 
   def _maybe_reset(self, step: int, metrics: dict[str, float]) -> None:
     reset, reasons, self.tracker = algorithms.reset_decision(
@@ -348,29 +347,45 @@ class Trainer:
     c = self.config
     progress = Progress(self.start_step, c.total_steps, self.show_progress)
     try:
-      if self.start_step == 0:
-        metrics = self.evaluate() if c.eval.at_start else {}
-        metrics["ref_resets"] = 0
-        self.metrics.write(0, metrics)
-        self._save(0, metrics.get("eval/pass@1"))
-      for step in range(self.start_step + 1, c.total_steps + 1):
+      with preemption.StopSignals() as self._stop:
+        self._run_steps(progress)
+    finally:
+      self._stop = None
+      progress.close()
+      try:
+        self.checkpointer.wait()
+      finally:
+        self.metrics.close()
+    return self.finish()
+
+  def _run_steps(self, progress: Progress) -> None:
+    c = self.config
+    if self.restored_step is None:
+      metrics = self.evaluate() if c.eval.at_start else {}
+      metrics["ref_resets"] = 0
+      self.metrics.write(0, metrics)
+      self._save(0, metrics.get("eval/pass@1"))
+    for step in range(self.start_step + 1, c.total_steps + 1):
+      # The host state (data position, reset tracker, counters) as the last completed step left it.
+      self._step_start_host = self._host_state()
+      if self._stop_requested():
+        self._stop_after(step - 1, self._step_start_host)
+      try:
         with profile_steps(os.path.join(self.workdir, "profile"), self.profile_steps, step,
                            lambda: self.state.params):
           metrics = self.train_step(step)
-        last = step == c.total_steps
-        if self.val_examples and ((c.eval_every and step % c.eval_every == 0) or last):
-          metrics.update(self.evaluate())
-        self._maybe_reset(step, metrics)
-        metrics["ref_resets"] = self.counters["ref_resets"]
-        self.metrics.write(step, metrics)
-        progress.update(step, metrics)
-        if (c.checkpoint_every and step % c.checkpoint_every == 0) or last or "eval/pass@1" in metrics:
-          self._save(step, metrics.get("eval/pass@1"))
-    finally:
-      progress.close()
-      self.checkpointer.wait()
-      self.metrics.close()
-    return self.finish()
+      except preemption.StepAbandoned:
+        self._stop_after(step - 1, self._step_start_host)
+      last = step == c.total_steps
+      if self.val_examples and ((c.eval_every and step % c.eval_every == 0) or last):
+        metrics.update(self.evaluate())
+      self._maybe_reset(step, metrics)
+      metrics["ref_resets"] = self.counters["ref_resets"]
+      self.metrics.write(step, metrics)
+      progress.update(step, metrics)
+      if (c.checkpoint_every and step % c.checkpoint_every == 0) or last or "eval/pass@1" in metrics:
+        self._save(step, metrics.get("eval/pass@1"))
+      self.checkpointer.check()  # a background save that failed (full disk) stops the run now
 
   def finish(self) -> list[dict[str, Any]]:
     params = multihost.local_replica(self.state.params, self.mesh)  # collective: every process takes part
