@@ -177,6 +177,7 @@ def test_plan_of_the_tiny_config_on_v5e(tmp_path):
 
 
 @needs_libtpu
+@pytest.mark.slow  # compiles the tiny config's phases several times (the suggested fixes); ~1 min
 def test_plan_that_does_not_fit_exits_3_naming_fields(tmp_path):
   proc, result = _plan(tmp_path, "--config=experiments/configs/tiny.py", "--topology=v5e:2x2", "--hbm_gib=0.012")
   assert proc.returncode == 3, proc.stderr[-3000:]

@@ -125,7 +125,8 @@ def test_each_row_as_if_generated_alone(model):
     np.testing.assert_allclose(cont.logprobs[2 * p:2 * p + 2], alone.logprobs, rtol=1e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("layout", ["rows", "columns"])
+# The row layout is the slow one on CPU (the column layout is what a CPU run uses); it runs in the slow suite.
+@pytest.mark.parametrize("layout", [pytest.param("rows", marks=pytest.mark.slow), "columns"])
 def test_logprobs_are_the_models_scoring_of_the_tokens(model, layout):
   config, params = model
   cont = rollout.Sampler(config, decode_layout=layout, max_rows_per_chunk=4).generate(
