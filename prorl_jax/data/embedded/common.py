@@ -45,6 +45,13 @@ def make_rng(*parts: Any) -> random.Random:
   return random.Random(derive_seed(*parts))
 
 
+def interleave(groups: list[list[Any]]) -> list[Any]:
+  """One item of each group in turn while all have items, then the longer groups' rest in group order."""
+  mixed = [item for round_ in zip(*groups) for item in round_]
+  shortest = min(map(len, groups)) if groups else 0
+  return mixed + [item for group in groups for item in group[shortest:]]
+
+
 def latex_number(value: fractions.Fraction | int) -> str:
   """An exact answer string Math-Verify parses: "7", "-3", "\\frac{2}{3}", "-\\frac{5}{4}"."""
   value = fractions.Fraction(value)
