@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint the way ProRL reports it: k samples per problem, pass@1 and pass@k curves.
+"""Evaluate a checkpoint the way ProRL reports it: k samples per problem, score@1 (ProRL's headline "pass@1", the
+mean score) and pass@k curves of fully correct samples.
 
   python -m experiments.evaluate --config=experiments/configs/tiny.py --checkpoint=runs/tiny/final_hf \
       --baseline=prorl_jax/assets/tiny --workdir=runs/tiny_eval
@@ -50,7 +51,7 @@ def main(argv):
   with _cli.exit_codes(ConfigError, CheckpointError, ChatTemplateError, DataError, TrainingError, ValueError):
     report = run_evaluation(_CONFIG.value, checkpoints, os.path.expanduser(_WORKDIR.value), specs=specs,
                             limit=_LIMIT.value or None, overwrite=_OVERWRITE.value)
-  print(json.dumps(report["pass@1"], indent=2))
+  print(json.dumps({"score@1": report["score@1"], "pass@1": report["pass@1"]}, indent=2))
 
 
 if __name__ == "__main__":

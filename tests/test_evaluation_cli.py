@@ -38,7 +38,7 @@ def test_same_numbers_twice_and_orbax_equals_hf(tmp_path):
   assert set(first["summary"]["hf"]) == {"tiny/logic", "tiny/math", "all"}
   all_ = first["summary"]["hf"]["all"]
   assert all_["num_problems"] == 16 and all_["num_samples"] == 4
-  assert 0.0 <= all_["pass@1"] <= all_["pass@4"] <= 1.0
+  assert 0.0 <= all_["pass@1"] <= all_["pass@4"] <= 1.0 and all_["pass@1"] <= all_["score@1"]
   assert os.path.getsize(tmp_path / "a" / "pass_at_k.png") > 10_000
   # Resuming a finished evaluation samples nothing new and gives the same summary.
   again = run_evaluation(config, [("hf", config.model.path)], tmp_path / "b")
@@ -58,4 +58,4 @@ def test_cli_writes_summary_and_plot(tmp_path):
   summary = json.loads((tmp_path / "out" / "summary.json").read_text())
   assert set(summary["summary"]) == {"baseline", "checkpoint"}
   assert (tmp_path / "out" / "pass_at_k.png").exists()
-  assert "pass@1" in proc.stdout
+  assert "score@1" in proc.stdout and "pass@1" in proc.stdout

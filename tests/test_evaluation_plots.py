@@ -26,8 +26,8 @@ def curves():
   return {"baseline": base, "trained": trained}
 
 
-def test_curve_points_uses_solved_at_1_and_sorted_ks():
-  summary = {"pass@1": 0.7, "solved@1": 0.5, "pass@4": 0.9, "pass@2": 0.8, "num_samples": 4}
+def test_curve_points_are_pass_at_k_with_sorted_ks_and_no_mean_score():
+  summary = {"score@1": 0.7, "pass@1": 0.5, "pass@4": 0.9, "pass@2": 0.8, "num_samples": 4}
   assert curve_points(summary) == ([1, 2, 4], [0.5, 0.8, 0.9])
 
 

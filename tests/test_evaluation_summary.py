@@ -56,10 +56,10 @@ def test_summarize_group_matches_brute_force(n):
   assert summary["num_problems"] == 6 and summary["num_samples"] == n
   for k in ks_up_to(n):
     expected = np.mean([brute_force_pass_at_k([s >= 1.0 for s in r.scores], k) for r in results])
-    key = "solved@1" if k == 1 else f"pass@{k}"  # the summary's pass@1 is ProRL's mean score (checked below)
-    assert summary[key] == pytest.approx(expected, abs=1e-12), k
-  assert summary["pass@1"] == pytest.approx(np.mean([np.mean(r.scores) for r in results]))  # mean score
-  assert summary["solved@1"] == pytest.approx(np.mean([np.mean([s >= 1.0 for s in r.scores]) for r in results]))
+    assert summary[f"pass@{k}"] == pytest.approx(expected, abs=1e-12), k  # fully correct, k = 1 included
+  assert summary["score@1"] == pytest.approx(np.mean([np.mean(r.scores) for r in results]))  # the mean score
+  assert summary["pass@1"] == pytest.approx(np.mean([np.mean([s >= 1.0 for s in r.scores]) for r in results]))
+  assert "solved@1" not in summary
   assert summary["mean_length"] == pytest.approx(np.mean([np.mean(r.lengths) for r in results]))
   assert summary["truncated_frac"] == pytest.approx(np.mean([1 - np.mean(r.finished_by_eos) for r in results]))
 
@@ -71,15 +71,16 @@ def test_summarize_group_uses_the_common_sample_count():
   truncated = [[True, False, False, True], [False, True, False, False]]
   for k in (2, 4):
     assert summary[f"pass@{k}"] == pytest.approx(np.mean([brute_force_pass_at_k(s, k) for s in truncated]))
-  assert summary["solved@1"] == pytest.approx(np.mean([brute_force_pass_at_k(s, 1) for s in truncated]))
+  assert summary["pass@1"] == pytest.approx(np.mean([brute_force_pass_at_k(s, 1) for s in truncated]))
+  assert summary["score@1"] == pytest.approx(np.mean([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]]))
 
 
 def test_solved_threshold_counts_near_full_credit_only():
   assert SOLVED_THRESHOLD < 1.0
   summary = summarize_group([_result(0, [1.0 - 1e-9, 0.999, 0.5, 0.0])])
   assert summary["pass@4"] == pytest.approx(1.0)  # 1 - 1e-9 is full credit
-  assert summary["pass@1"] == pytest.approx((1.0 - 1e-9 + 0.999 + 0.5) / 4)
-  assert summary["solved@1"] == pytest.approx(0.25)
+  assert summary["score@1"] == pytest.approx((1.0 - 1e-9 + 0.999 + 0.5) / 4)
+  assert summary["pass@1"] == pytest.approx(0.25)
 
 
 def test_ks_up_to():

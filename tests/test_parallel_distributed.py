@@ -165,7 +165,7 @@ def test_two_process_training_run(tmp_path):
   assert [r["step"] for r in rows] == [0, 1, 2]
   for r in rows[1:]:
     assert r["batch/rows"] == 16 and np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"])
-  assert "eval/pass@1" in rows[2] and rows[2]["kl"] > 0
+  assert "eval/score@1" in rows[2] and "eval/pass@1" in rows[2] and rows[2]["kl"] > 0
   # Validation is split over the processes (every other problem) and gathered: the step-0 numbers equal one
   # process evaluating every problem with the same initial params.
   trainer = Trainer(small_config(**_RUN, **{"mesh.devices": 1}), tmp_path / "reference", show_progress=False)
@@ -173,7 +173,7 @@ def test_two_process_training_run(tmp_path):
     want = trainer.evaluate()
   finally:
     trainer.close()
-  for key in ("eval/pass@1", "eval/pass@2", "eval/mean_length"):
+  for key in ("eval/score@1", "eval/pass@1", "eval/pass@2", "eval/mean_length"):
     assert rows[0][key] == pytest.approx(want[key], abs=1e-9), key
   # Process 1 logged the same (reduced) metrics under its own directory; process 0 wrote the run's files.
   other = _rows(tmp_path / "run" / "process_1" / "metrics.jsonl")

@@ -247,14 +247,30 @@ def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path):
   assert not (tmp_path / "checkpoints_unusable").exists()
 
 
-def test_config_typo_is_one_line_with_the_closest_name(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "experiments.prorlv2", "--config=experiments/configs/tiny.py",
-                         f"--workdir={tmp_path}", "--config.rollout.temprature=0.5"],
+@pytest.mark.parametrize("entry, extra", [("experiments.prorlv2", ["--workdir={tmp}"]),
+                                          ("experiments.evaluate", ["--workdir={tmp}", "--checkpoint=x"]),
+                                          ("experiments.plan", ["--topology=v5e:2x2"])])
+def test_config_typo_is_one_line_with_the_closest_name(tmp_path, entry, extra):
+  proc = subprocess.run([sys.executable, "-m", entry, "--config=experiments/configs/tiny.py",
+                         *[a.format(tmp=tmp_path) for a in extra], "--config.rollout.temprature=0.5"],
                         cwd=REPO, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, PYTHONPATH=str(REPO)))
   assert proc.returncode == 2
   assert proc.stderr.strip() == ("error: --config.rollout.temprature: the config has no field 'rollout.temprature'; "
                                  "did you mean --config.rollout.temperature?")
+
+
+def test_other_bad_flags_are_one_line_with_exit_2(tmp_path):
+  for args, expected in [
+      (["--config=experiments/configs/tny.py"], "error: --config: no such file 'experiments/configs/tny.py'"),
+      (["--config=experiments/configs/tiny.py", "--config.total_steps=many"],
+       "error: flag --config.total_steps=many: invalid literal for int() with base 10: 'many'"),
+      (["--config=experiments/configs/tiny.py", "--workdr=x"],
+       "error: Unknown command line flag 'workdr'. Did you mean: workdir ?"),
+      (["--config=experiments/configs/tiny.py"], "error: --workdir is required, e.g. --workdir=runs/tiny")]:
+    proc = subprocess.run([sys.executable, "-m", "experiments.prorlv2", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert (proc.returncode, proc.stderr.strip()) == (2, expected), args
 
 
 def test_evaluate_skips_an_unreadable_newest_step_and_refuses_a_named_one(tmp_path, capsys):

@@ -22,7 +22,8 @@ from training_helpers import REPO, read_rows, small_config, without_timing
 def test_few_steps_end_to_end(tmp_path):
   rows = train(small_config(**{"checkpoint.export_hf": True}), tmp_path, show_progress=False, profile_steps=(1, 2))
   assert [r["step"] for r in rows] == [0, 1, 2, 3]
-  assert "eval/pass@1" in rows[0] and "eval/pass@1" in rows[2] and "eval/pass@1" in rows[3]
+  assert "eval/score@1" in rows[0] and "eval/score@1" in rows[2] and "eval/score@1" in rows[3]
+  assert rows[0]["eval/score@1"] >= rows[0]["eval/pass@1"] and "eval/solved@1" not in rows[0]
   for row in rows[1:]:
     for key in ("reward/mean", "kl", "entropy", "response_length/mean", "clip_frac", "dynamic_sampling/kept_frac",
                 "ref_resets", "pass_rate", "grad_norm", "loss", "mismatch/abs_logp_diff_mean", "mismatch/kl_k3"):

@@ -1,4 +1,5 @@
-"""Evaluation as ProRL reports it: k samples per problem, pass@1 as the mean score, unbiased pass@k.
+"""Evaluation as ProRL reports it: k samples per problem, score@1 (the mean score: ProRL's headline "pass@1") and
+unbiased pass@k of fully correct samples (k = 1 included; `summary`).
 
 The same code runs inside training (validation) and in `experiments.evaluate` (through
 `prorl_jax.training.evaluate`, which loads the trainer's checkpoints); this package knows no trainer.

@@ -5,9 +5,8 @@ x is k on a log2 axis, y is unbiased pass@k (Chen et al. 2021); one line per ben
 a curve of the trained model lying above the baseline's at large k shows problems it solves that the baseline
 never does.
 
-k = 1 is plotted as `solved@1` (the unbiased pass@1 of full-credit samples) when the summary has it, so every
-point of a curve uses the same estimator; the summary's `pass@1` is ProRL's mean score, which gives partial
-credit on continuous rewards.
+Every point, k = 1 included, is the pass@k of fully correct samples; the mean score with partial credit
+(`score@1`, ProRL's headline "pass@1") is not on these axes.
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ Curves = Mapping[str, Mapping[str, Summary] | Sequence[ProblemResult]]
 def curve_points(summary: Summary) -> tuple[list[int], list[float]]:
   """(ks, pass@k values) of one benchmark's summary, ks ascending."""
   ks = sorted(int(key.split("@", 1)[1]) for key in summary if key.startswith("pass@"))
-  values = [float(summary["solved@1"]) if k == 1 and "solved@1" in summary else float(summary[f"pass@{k}"])
-            for k in ks]
+  values = [float(summary[f"pass@{k}"]) for k in ks]
   return ks, values
 
 

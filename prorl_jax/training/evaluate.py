@@ -96,7 +96,7 @@ def _restore_params(checkpointer: checkpointing.Checkpointer, step: int | None, 
 def validate(config: ml_collections.ConfigDict, sampler: Any, params: Any, examples: Sequence[Any],
              prompt_ids: Sequence[Sequence[int]], *, score_batch: Callable, decode: Callable,
              eos_token_ids: Sequence[int]) -> dict[str, float]:
-  """The trainer's validation metrics (`eval/pass@k`, `eval/<domain>/...`, `time/eval_s`) of `params` on
+  """The trainer's validation metrics (`eval/score@1`, `eval/pass@k`, `eval/<domain>/...`, `time/eval_s`) of `params` on
   `examples`, sampled as config.eval says. Each process samples every P-th problem and the results are gathered."""
   problems = evaluation.problems_from_examples(examples, [e.domain for e in examples])
   start = time.perf_counter()
@@ -110,14 +110,16 @@ def validate(config: ml_collections.ConfigDict, sampler: Any, params: Any, examp
   for name, s in evaluation.summarize(results, by="domain").items():
     prefix = "eval/" if name == "all" else f"eval/{name}/"
     out.update({prefix + k: v for k, v in s.items()
-                if k.startswith(("pass@", "solved@")) or k in ("mean_length", "truncated_frac")})
+                if k.startswith(("score@", "pass@")) or k in ("mean_length", "truncated_frac")})
   return multihost.from_first_process(out)  # same results everywhere; only the eval time differs
 
 
 def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tuple[str, str]],
                    workdir: str | os.PathLike, *, specs: Sequence[str] = (), limit: int | None = None,
                    overwrite: bool = False) -> dict[str, Any]:
-  """Evaluates each (label, checkpoint) on the benchmarks; returns {"pass@1": {label: {benchmark: value}}, ...}."""
+  """Evaluates each (label, checkpoint) on the benchmarks; returns {"score@1": {label: {benchmark: value}},
+  "pass@1": {...}, "summary": {label: {benchmark: summary}}, ...} (score@1 is ProRL's headline mean score, pass@1
+  the fully correct share; see `evaluation.summary`)."""
   check_known_fields(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -148,6 +150,7 @@ def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tupl
   combined = {"settings": {"num_samples": settings.num_samples, "temperature": settings.temperature,
                            "top_p": settings.top_p, "max_new_tokens": settings.max_new_tokens},
               "checkpoints": {label: str(dict(checkpoints)[label]) for label in reports},
+              "score@1": {label: {b: s["score@1"] for b, s in r.summary.items()} for label, r in reports.items()},
               "pass@1": {label: {b: s["pass@1"] for b, s in r.summary.items()} for label, r in reports.items()},
               "summary": {label: r.summary for label, r in reports.items()}, "plot": str(png)}
   (workdir / "summary.json").write_text(json.dumps(combined, indent=2) + "\n")

@@ -24,7 +24,7 @@ LIVE_FIELDS = (
     ("clip_frac", "clip", "{:.3f}"),
     ("dynamic_sampling/kept_frac", "kept", "{:.2f}"),
     ("throughput/tokens_per_s", "tok/s", "{:.0f}"),
-    ("eval/pass@1", "eval@1", "{:.3f}"),
+    ("eval/score@1", "eval", "{:.3f}"),
 )
 
 

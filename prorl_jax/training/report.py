@@ -29,7 +29,7 @@ def write_run_files(config: Any, model_config: Any, mesh: Any, directory: str) -
 
 PANELS = (
     ("reward/mean", "reward (mean)"),
-    ("eval/pass@1", "validation pass@1"),
+    ("eval/score@1", "validation score@1 (mean score)"),
     ("response_length/mean", "response length (tokens)"),
     ("kl", "KL to reference"),
     ("entropy", "entropy"),
@@ -84,15 +84,18 @@ def plot_training_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike
 
 
 def summary_text(rows: Sequence[dict[str, Any]]) -> str:
-  """A few lines: steps run, first and last validation pass@1, reward trend, resets, skipped updates."""
+  """A few lines: steps run, first and last validation score@1 and pass@1, reward trend, resets, skipped
+  updates."""
   if not rows:
     return "no metrics were logged"
   lines = [f"steps: {rows[-1]['step']}"]
-  xs, ys = _series(rows, "eval/pass@1")
-  if ys:
-    best = max(range(len(ys)), key=ys.__getitem__)
-    lines.append(f"validation pass@1: {ys[0]:.3f} at step {xs[0]} -> {ys[-1]:.3f} at step {xs[-1]} "
-                 f"(best {ys[best]:.3f} at step {xs[best]}, change {ys[-1] - ys[0]:+.3f})")
+  for key, label in (("eval/score@1", "validation score@1 (mean score)"),
+                     ("eval/pass@1", "validation pass@1 (fully correct)")):
+    xs, ys = _series(rows, key)
+    if ys:
+      best = max(range(len(ys)), key=ys.__getitem__)
+      lines.append(f"{label}: {ys[0]:.3f} at step {xs[0]} -> {ys[-1]:.3f} at step {xs[-1]} "
+                   f"(best {ys[best]:.3f} at step {xs[best]}, change {ys[-1] - ys[0]:+.3f})")
   for key, label in (("reward/mean", "train reward"), ("response_length/mean", "response length")):
     _, vals = _series(rows, key)
     if vals:

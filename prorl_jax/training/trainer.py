@@ -34,6 +34,8 @@ from prorl_jax.training.progress import Progress, profile_steps
 from prorl_jax.training.state import create_train_state, make_optimizer
 
 _log = logging.getLogger("prorl_jax.trainer")
+# What ranks checkpoints and drives validation-triggered resets: ProRL's validation number, the mean score.
+VALIDATION_SCORE = "eval/score@1"
 
 
 def _dtype(name: str):
@@ -311,7 +313,7 @@ class Trainer:
                                              c.rollout.max_new_tokens, self.peak_flops, self.mesh.size)}
 
   def evaluate(self) -> dict[str, float]:
-    """Validation: pass@1 (mean score over k samples) and pass@k per domain, with the current params."""
+    """Validation: score@1 (mean score over k samples) and pass@k per domain, with the current params."""
     if not self.val_examples:
       return {}
     with jax.profiler.TraceAnnotation("evaluation"):
@@ -322,7 +324,7 @@ class Trainer:
 
   def _maybe_reset(self, step: int, metrics: dict[str, float]) -> None:
     reset, reasons, self.tracker = algorithms.reset_decision(
-        self.reset_policy, self.tracker, step=step, val_score=metrics.get("eval/pass@1"), kl=metrics.get("kl"))
+        self.reset_policy, self.tracker, step=step, val_score=metrics.get(VALIDATION_SCORE), kl=metrics.get("kl"))
     if not reset:
       return
     params = None
@@ -364,7 +366,7 @@ class Trainer:
       metrics = self.evaluate() if c.eval.at_start else {}
       metrics["ref_resets"] = 0
       self.metrics.write(0, metrics)
-      self._save(0, metrics.get("eval/pass@1"))
+      self._save(0, metrics.get(VALIDATION_SCORE))
     for step in range(self.start_step + 1, c.total_steps + 1):
       # The host state (data position, reset tracker, counters) as the last completed step left it.
       self._step_start_host = self._host_state()
@@ -383,8 +385,8 @@ class Trainer:
       metrics["ref_resets"] = self.counters["ref_resets"]
       self.metrics.write(step, metrics)
       progress.update(step, metrics)
-      if (c.checkpoint_every and step % c.checkpoint_every == 0) or last or "eval/pass@1" in metrics:
-        self._save(step, metrics.get("eval/pass@1"))
+      if (c.checkpoint_every and step % c.checkpoint_every == 0) or last or VALIDATION_SCORE in metrics:
+        self._save(step, metrics.get(VALIDATION_SCORE))
       self.checkpointer.check()  # a background save that failed (full disk) stops the run now
 
   def finish(self) -> list[dict[str, Any]]:
