@@ -1,6 +1,11 @@
 """Builds the embedded default's starting point: a small tokenizer and a warm-started tiny Qwen2 checkpoint.
 
   python scripts/make_tiny_checkpoint.py [--out prorl_jax/assets/tiny] [--steps 300]
+  python scripts/make_tiny_checkpoint.py --suite=chain --levels=1-3 --eval_levels=1-8 --out=runs/chain_base
+
+The tiny suite (`prorl_jax.data.tiny_tasks`) is the default; `--suite=chain` warm-starts on the easy levels of the
+arithmetic chains (`prorl_jax.data.chain_tasks`) and reports validation accuracy per level up to `--eval_levels`,
+the held-out harder levels included.
 
 1. Trains a byte-level BPE tokenizer (digits split one per token, ChatML special tokens) on the tiny task suite's
    formatted prompts and reference answers.
@@ -29,6 +34,7 @@ import optax
 
 from prorl_jax import models, rollout
 from prorl_jax.data import CHATML_TEMPLATE, apply_instruction, encode_prompt
+from prorl_jax.data.chain_tasks import chain_dataset, parse_levels
 from prorl_jax.data.tiny_tasks import tiny_dataset
 from prorl_jax.rewards import RewardManager
 
@@ -68,17 +74,30 @@ def sft_arrays(tokenizer, examples, length: int):
   return ids, loss_mask
 
 
-def validation_accuracy(config, params, tokenizer, examples, manager, *, temperature: float, samples: int):
+def group_of(example) -> str:
+  """What accuracy is reported under: the chain level's benchmark (chain/L3), else the domain."""
+  return example.extra.get("benchmark") or example.domain
+
+
+def validation_accuracy(config, params, tokenizer, examples, manager, *, temperature: float, samples: int,
+                        max_new_tokens: int):
   prompts = [encode_prompt(tokenizer, e) for e in examples]
   out = rollout.Sampler(config, pad_id=tokenizer.pad_token_id).generate(
-      params, prompts, max_new_tokens=16, num_samples=samples, eos_token_ids=[tokenizer.eos_token_id],
+      params, prompts, max_new_tokens=max_new_tokens, num_samples=samples, eos_token_ids=[tokenizer.eos_token_id],
       sampling=rollout.SamplingParams(temperature=temperature, top_p=1.0), seed=1)
   texts = [tokenizer.decode(out.response(r), skip_special_tokens=True) for r in range(len(out.lengths))]
   domains = [examples[r // samples].domain for r in range(len(texts))]
   truths = [examples[r // samples].ground_truth for r in range(len(texts))]
+  groups = [group_of(examples[r // samples]) for r in range(len(texts))]
   scores = manager.score_batch(domains, texts, truths).scores
-  per_domain = {d: float(np.mean([s for s, dd in zip(scores, domains) if dd == d])) for d in sorted(set(domains))}
-  return float(np.mean(scores)), per_domain
+  per_group = {g: float(np.mean([s for s, gg in zip(scores, groups) if gg == g])) for g in sorted(set(groups))}
+  return float(np.mean(scores)), per_group
+
+
+def load_suite(args, size: int, split: str, levels=None):
+  if args.suite == "chain":
+    return chain_dataset(size, seed=args.seed, split=split, levels=levels or parse_levels(args.levels))
+  return tiny_dataset(size, seed=args.seed, split=split)
 
 
 def main():
@@ -95,12 +114,17 @@ def main():
   p.add_argument("--layers", type=int, default=2)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--eval_every", type=int, default=50)
+  p.add_argument("--suite", choices=("tiny", "chain"), default="tiny")
+  p.add_argument("--levels", default="1-3", help="chain levels to warm-start on (--suite=chain)")
+  p.add_argument("--eval_levels", default="", help="chain levels to report validation accuracy on (default: --levels)")
+  p.add_argument("--max_new_tokens", type=int, default=16, help="response budget when measuring accuracy")
   args = p.parse_args()
   start = time.time()
-  pool = tiny_dataset(args.train_size, seed=args.seed, split="train")
+  pool = load_suite(args, args.train_size, "train")
   order = np.random.default_rng(args.seed).permutation(len(pool))
   train, dev = [pool[i] for i in order[0::2]], [pool[i] for i in order[1::2]][:args.val_size]
-  val = tiny_dataset(args.val_size, seed=args.seed, split="validation")
+  eval_levels = parse_levels(args.eval_levels) if args.suite == "chain" and args.eval_levels else None
+  val = load_suite(args, args.val_size, "validation", eval_levels)
   tokenizer = build_tokenizer(pool, args.vocab)
   vocab = -(-len(tokenizer) // 64) * 64
   config = models.Qwen2Config(
@@ -108,7 +132,9 @@ def main():
       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
       rope_theta=10000.0, bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
   params = models.init_params(config, jax.random.key(args.seed))
-  ids, loss_mask = sft_arrays(tokenizer, train, length=max(len(encode_prompt(tokenizer, e)) for e in train) + 12)
+  answer = max(len(tokenizer.encode(e.extra["reference"], add_special_tokens=False)) for e in train) + 2
+  length = max(len(encode_prompt(tokenizer, e)) for e in train) + max(12, answer)  # 12: the tiny asset's recipe
+  ids, loss_mask = sft_arrays(tokenizer, train, length=length)
   schedule = optax.warmup_cosine_decay_schedule(0.0, args.lr, 20, args.steps, args.lr * 0.1)
   optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=0.01))
   opt_state = optimizer.init(params)
@@ -130,12 +156,14 @@ def main():
       idx = rng.choice(len(ids), args.batch, replace=False)
       params, opt_state, loss = sft_step(params, opt_state, ids[idx], loss_mask[idx])
       if step % args.eval_every == 0 or step == args.steps:
-        acc, per_domain = validation_accuracy(config, params, tokenizer, dev, manager, temperature=0.6, samples=4)
+        acc, per_domain = validation_accuracy(config, params, tokenizer, dev, manager, temperature=0.6, samples=4,
+                                              max_new_tokens=args.max_new_tokens)
         history.append({"step": step, "loss": float(loss), "dev_pass@1_t0.6": acc, "per_domain": per_domain})
         print(json.dumps(history[-1]), file=sys.stderr, flush=True)
         if acc >= args.target:
           break
-    val_acc, val_domains = validation_accuracy(config, params, tokenizer, val, manager, temperature=0.6, samples=4)
+    val_acc, val_domains = validation_accuracy(config, params, tokenizer, val, manager, temperature=0.6, samples=4,
+                                               max_new_tokens=args.max_new_tokens)
   out = pathlib.Path(args.out)
   models.save_hf(config, params, out, tokenizer=tokenizer)
   recipe = {"script": "scripts/make_tiny_checkpoint.py", "args": vars(args), "num_params": config.num_params(),
