@@ -96,7 +96,9 @@ def validation_accuracy(config, params, tokenizer, examples, manager, *, tempera
 
 def load_suite(args, size: int, split: str, levels=None):
   if args.suite == "chain":
-    return chain_dataset(size, seed=args.seed, split=split, levels=levels or parse_levels(args.levels))
+    # Level 1 has only a few hundred distinct problems; the other levels fill the pool.
+    return chain_dataset(size, seed=args.seed, split=split, levels=levels or parse_levels(args.levels),
+                         allow_fewer=split == "train")
   return tiny_dataset(size, seed=args.seed, split=split)
 
 

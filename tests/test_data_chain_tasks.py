@@ -83,5 +83,9 @@ def test_spec_names_levels_and_reports_per_level_benchmarks():
 
 
 def test_too_many_problems_for_a_level_is_a_clear_error():
-  with pytest.raises(ValueError, match="chain level 1 has only"):
+  with pytest.raises(DataError, match=r"chain level 1 has only .* \(ask for at most"):
     chain_dataset(5000, levels=(1,))
+  few = chain_dataset(5000, levels=(1, 2), allow_fewer=True)  # the warm-start pool: level 1 gives what it has
+  by_level = [sum(e.extra["level"] == lv for e in few) for lv in (1, 2)]
+  assert 300 < by_level[0] < 2500 and by_level[1] == 2500
+  assert len({e.prompt for e in few}) == len(few)

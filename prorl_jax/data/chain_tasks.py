@@ -64,10 +64,12 @@ def parse_levels(text: str) -> tuple[int, ...]:
 
 
 def chain_dataset(size: int, *, seed: int = 0, split: str = "train", levels: Sequence[int] = DEFAULT_LEVELS,
-                  with_reference: bool = True) -> list[Example]:
+                  with_reference: bool = True, allow_fewer: bool = False) -> list[Example]:
   """`size` chain problems split evenly over `levels`, interleaved level by level, deterministic in the arguments.
 
-  With `with_reference`, `extra["reference"]` holds the worked response (the warm-start SFT target).
+  With `with_reference`, `extra["reference"]` holds the worked response (the warm-start SFT target). A level with
+  fewer distinct problems than its share (level 1 has a few hundred per split) raises, or with `allow_fewer` gives
+  all it has.
   """
   if split not in ("train", "validation"):
     raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
@@ -80,7 +82,13 @@ def chain_dataset(size: int, *, seed: int = 0, split: str = "train", levels: Seq
     while len(examples) < count:
       draws += 1
       if draws > 50 * count + 1000:
-        raise ValueError(f"chain level {level} has only {len(examples)} distinct {split} problems; ask for fewer")
+        if allow_fewer:
+          break
+        total = sum(per_level)
+        raise DataError("size", f"is {total}: chain level {level} has only {len(examples)} distinct {split} "
+                        f"problems, fewer than its share {count}",
+                        f"ask for at most {len(examples) * len(levels)} problems over levels {list(levels)}, or "
+                        "leave out the easiest levels")
       prompt, answer, reference = chain_problem(rng, level)
       if prompt in seen or split_of("chain", prompt) != split:
         continue

@@ -166,6 +166,7 @@ def _metrics(seen: dict[str, list[np.ndarray]], arrays: dict[str, np.ndarray], b
       "train_batch/reward_mean": float(arrays["rewards"].mean()),
       "train_batch/score_mean": float(arrays["scores"].mean()),
       "rollout/generated_tokens": generated_tokens,
+      "rollout/samples": int(lengths.size),  # every generated response, kept by dynamic sampling or not
       "time/rollout_s": timings["rollout"],
       "time/reward_s": timings["reward"],
       "throughput/tokens_per_s": generated_tokens / max(timings["rollout"], 1e-9),

@@ -21,8 +21,8 @@ from prorl_jax import parallel
 from prorl_jax.training.errors import TrainingError
 
 # Metrics reduced by sum or max over processes; every other metric is averaged.
-_SUMMED = ("rollout/generated_tokens", "dynamic_sampling/gen_batches", "reward/timeout", "reward/error",
-           "throughput/tokens_per_s")
+_SUMMED = ("rollout/generated_tokens", "rollout/samples", "dynamic_sampling/gen_batches", "reward/timeout",
+           "reward/error", "throughput/tokens_per_s")
 _MAXED = ("response_length/max",)
 
 
