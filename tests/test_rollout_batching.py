@@ -51,7 +51,9 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-@pytest.mark.parametrize("slots", [3, 6, 12, None])
+# 3 slots (many refills) and None (every row at once) in the default suite; 6 and 12 slots in the slow one.
+@pytest.mark.parametrize("slots", [3, pytest.param(6, marks=pytest.mark.slow),
+                                   pytest.param(12, marks=pytest.mark.slow), None])
 def test_continuous_equals_static(model, temperature, slots):
   config, params = model
   static = _run(config, params, "static", temperature=temperature)

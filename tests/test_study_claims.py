@@ -177,3 +177,15 @@ def test_evaluate_claims_missing_variant_is_inconclusive_and_report_renders(tmp_
                                 "returncode": 0}], variants={"prorlv2": []}, seeds=(0,), steps=(0, 40), k=8,
                          wall_seconds=125.0, pngs=pngs)
   assert "| a |" in text and "**supported**" in text and "chain/L5" in text and "0.300" in text
+  assert "## Per claim, per seed" in text and "| seed | hard_by_step.40 |" in text
+
+
+def test_claim_table_has_mean_and_spread_over_seeds():
+  evidence = {"per_seed": {"0": {"gain": 0.1, "by_step": {"24": 0.2}, "resets": [36, 48]},
+                           "1": {"gain": 0.3, "by_step": {"24": 0.4}, "resets": []}}}
+  lines = report.claim_table(evidence)
+  assert lines[0] == "| seed | gain | by_step.24 | resets |"
+  assert lines[2] == "| 0 | 0.1 | 0.2 | 36, 48 |" and lines[3] == "| 1 | 0.3 | 0.4 | none |"
+  assert lines[4] == "| mean | 0.2 | 0.3 |  |"
+  assert lines[5] == f"| sd | {np.std([0.1, 0.3], ddof=1):.4g} | {np.std([0.2, 0.4], ddof=1):.4g} |  |"
+  assert report.claim_table({"per_seed": {}}) == []

@@ -81,3 +81,26 @@ def test_bad_input_is_one_line(tmp_path, args, message):
   assert proc.returncode == 2
   assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
   assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_runs_with_75_and_the_rerun_finishes(tmp_path):
+  import signal
+  import time
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.study", f"--config={STUDY}", f"--workdir={tmp_path}",
+                           "--smoke"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / "runs" / "prorlv2" / "seed0" / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and not (metrics.exists() and '"step": 1' in metrics.read_text()):
+    time.sleep(0.5)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 75, out[-2000:] + err[-2000:]
+  assert "by SIGTERM" in err and "rerun the same command" in err
+  assert not (tmp_path / "runs" / "no_reset").exists()  # no run started after the signal
+  assert not (tmp_path / "runs" / "prorlv2" / "seed0" / "study_run.json").exists()
+  again = study(f"--workdir={tmp_path}", "--smoke")
+  assert again.returncode == 0, again.stderr[-3000:]
+  rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+  assert [r["step"] for r in rows] == list(range(5))  # resumed, one row per step

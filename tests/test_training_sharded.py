@@ -1,11 +1,17 @@
-"""The trainer on 8 simulated devices (fsdp=4, tensor=2) gives the single-device run's numbers."""
+"""The trainer on 8 simulated devices (fsdp=4, tensor=2) gives the single-device run's numbers.
+
+Slow suite: the default suite checks the parts on that mesh (test_parallel_train_step: the update;
+test_parallel_sampler and test_rollout_batching: sampling) and the whole loop over two processes
+(test_parallel_distributed)."""
 
 import numpy as np
+import pytest
 
 from prorl_jax.training import train
 from training_helpers import small_config
 
 
+@pytest.mark.slow
 def test_fsdp4_tensor2_matches_one_device(tmp_path):
   overrides = {"total_steps": 2, "eval_every": 0, "eval.at_start": False, "data.validation": ""}
   one = train(small_config(**overrides), tmp_path / "one", show_progress=False)

@@ -16,13 +16,10 @@ import ml_collections
 
 from prorl_jax.study import claims as claims_lib
 from prorl_jax.study import measure, report, runs as runs_lib
+from prorl_jax.study.runs import StudyStopped
 from prorl_jax.study.spec import Run, Study, apply_overrides, resolve, study_config
 
 STATE_FILE = "study_time.json"
-
-
-class StudyStopped(Exception):
-  """SIGTERM / SIGINT reached the study; its runs saved their checkpoints. Rerun the same command to continue."""
 
 
 def run_study(config: ml_collections.ConfigDict, config_file: str, workdir: str, *, smoke: bool = False,
@@ -43,8 +40,6 @@ def run_study(config: ml_collections.ConfigDict, config_file: str, workdir: str,
     log(f"[study] {len(study.runs)} runs ({', '.join(study.variants)} × seeds "
         f"{', '.join(map(str, study.seeds))}) in {study.workdir}")
     outcomes = runs_lib.run_all(study, list(study.runs), log=log)
-    if any(o.returncode == runs_lib.EXIT_PREEMPTED for o in outcomes):
-      raise StudyStopped("stopped: the runs saved their checkpoints; rerun the same command to continue")
     ok = [o.run for o in outcomes if o.ok]
     rows = {run.name: runs_lib.read_metrics(run) for run in ok}
     evals = measure.evaluate(study, ok, log=log)

@@ -180,8 +180,8 @@ def claim_resets(rows: Mapping[str, Rows], seeds: Sequence[int], *, full: str, n
                            "kl_first_half_without": window_mean(b, "kl", 0, 2 * q)}
   v, wins = verdict(effects, min_effect)
   missing = "" if all(reset_at) else " (no reset fell in the second half of some run: untested there)"
-  summary = (f"second-half gain in validation score@1: {_fmt(_mean([p['gain_with_resets'] for p in per_seed.values()]))}"
-             f" with resets vs {_fmt(_mean([p['gain_without'] for p in per_seed.values()]))} without (mean of "
+  with_, without = (_mean([p[key] for p in per_seed.values()]) for key in ("gain_with_resets", "gain_without"))
+  summary = (f"second-half gain in validation score@1: {_fmt(with_)} with resets vs {_fmt(without)} without (mean of "
              f"{len(seeds)} seeds); with resets ahead by more than {min_effect} in {wins}/{len(seeds)} seeds{missing}")
   return _claim("b", v, summary, {"variants": [full, no_reset], "quarter_steps": q, "per_seed": per_seed,
                                   "seeds_ahead": wins, "min_effect": min_effect})

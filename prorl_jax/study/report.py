@@ -4,7 +4,6 @@ reset markers."""
 
 from __future__ import annotations
 
-import json
 import math
 import pathlib
 from typing import Any, Mapping, Sequence
@@ -208,7 +207,59 @@ def markdown(*, title: str, command: str, claims: Sequence[Mapping[str, Any]], e
                   r["final_score"],
                   r["returncode"]] for r in runs])
   out += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs]
-  out += ["", "## Evidence", ""]
+  out += ["", "## Per claim, per seed", ""]
   for c in claims:
-    out += [f"### ({c['id']}) {c['verdict']}", "", "```json", json.dumps(c["evidence"], indent=1), "```", ""]
+    out += [f"### ({c['id']}) {c['verdict']}", "", c["statement"] + ".", ""]
+    out += claim_table(c["evidence"]) or ["(no per-seed numbers: " + c.get("summary", "") + ")"]
+    scalars = {k: v for k, v in c["evidence"].items() if isinstance(v, (int, float, str)) and k != "per_seed"}
+    if scalars:
+      out += ["", "; ".join(f"{k} = {_cell(v)}" for k, v in scalars.items())]
+    out.append("")
   return "\n".join(out) + "\n"
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, Mapping):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _cell(x: Any) -> str:
+  if x is None:
+    return "n/a"
+  if isinstance(x, float):
+    return "n/a" if math.isnan(x) else ("inf" if math.isinf(x) else f"{x:.4g}")
+  if isinstance(x, (list, tuple)):
+    return ", ".join(_cell(v) for v in x) or "none"
+  return str(x)
+
+
+def claim_table(evidence: Mapping[str, Any]) -> list[str]:
+  """A markdown table of a claim's per-seed numbers (one row per seed, then mean and sample standard deviation)."""
+  per_seed = evidence.get("per_seed") or {}
+  if not per_seed:
+    return []
+  rows = {seed: _flatten(v) for seed, v in per_seed.items()}
+  columns = list(dict.fromkeys(k for r in rows.values() for k in r))
+  lines = _table(["seed"] + columns, [[seed] + [_cell(r.get(col)) for col in columns] for seed, r in rows.items()])
+  if len(rows) > 1:
+    for label, fn in (("mean", _nanmean), ("sd", _sd)):
+      vals = []
+      for col in columns:
+        xs = [r.get(col) for r in rows.values()]
+        nums = [float(x) for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool) and x is not None
+                and math.isfinite(x)]
+        vals.append(_cell(fn(nums)) if len(nums) == len(xs) and nums else "")
+      lines.append("| " + " | ".join([label] + vals) + " |")
+  return lines
+
+
+def _sd(values: Sequence[float]) -> float:
+  if len(values) < 2:
+    return math.nan
+  m = sum(values) / len(values)
+  return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))

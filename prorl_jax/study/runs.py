@@ -25,6 +25,10 @@ MARKER, COMMAND_FILE, LOG_FILE = "study_run.json", "study_command.json", "train.
 EXIT_PREEMPTED = 75
 
 
+class StudyStopped(Exception):
+  """SIGTERM / SIGINT reached the study; its runs saved their checkpoints. Rerun the same command to continue."""
+
+
 @dataclasses.dataclass
 class RunOutcome:
   run: Run
@@ -74,6 +78,10 @@ def run_all(study: Study, runs: Sequence[Run], *, log: Callable[[str], None] = p
   """Runs every unfinished run, `study.parallel` at a time; returns their outcomes in `runs` order.
 
   A run that fails does not stop the others; its outcome carries the exit code and its log is `<run>/train.log`.
+
+  Raises:
+    StudyStopped: SIGTERM / SIGINT arrived (passed on to the running trainers, which checkpoint and exit 75; no
+      further run starts), or a run was stopped by a signal of its own.
   """
   for run in runs:
     check_command(study, run)
@@ -129,6 +137,9 @@ def run_all(study: Study, runs: Sequence[Run], *, log: Callable[[str], None] = p
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
+  if stopping or any(o.returncode == EXIT_PREEMPTED for o in outcomes.values()):
+    name = signal.Signals(stopping[0]).name if stopping else "a signal to a training run"
+    raise StudyStopped(f"by {name}: the runs saved their checkpoints; rerun the same command to continue")
   return [outcomes[r.name] for r in runs if r.name in outcomes]
 
 
