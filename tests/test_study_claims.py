@@ -189,3 +189,19 @@ def test_claim_table_has_mean_and_spread_over_seeds():
   assert lines[4] == "| mean | 0.2 | 0.3 |  |"
   assert lines[5] == f"| sd | {np.std([0.1, 0.3], ddof=1):.4g} | {np.std([0.2, 0.4], ddof=1):.4g} |  |"
   assert report.claim_table({"per_seed": {}}) == []
+
+
+def test_dynamic_sampling_claim_without_improvement_is_untested():
+  flat = rows_of({"eval/score@1": [0.3] * 41, "rollout/samples": [100] * 41})
+  rows = {"prorlv2/seed0": flat, "no_dynamic_sampling/seed0": rows_of({"eval/score@1": _validation(0.3, 0.2, 0.25),
+                                                                       "rollout/samples": [100] * 41})}
+  c = C.claim_dynamic_sampling(rows, (0,), full="prorlv2", no_ds="no_dynamic_sampling", target_fraction=0.8,
+                               min_effect=0.02)
+  assert c["verdict"] == "inconclusive" and c["summary"].startswith("untested")
+  # Only one variant improved: the target is on its way up; the other never reaches it (dynamic sampling wins).
+  rows["prorlv2/seed0"] = rows_of({"eval/score@1": _validation(0.3, 0.5, 0.5), "rollout/samples": [100] * 41})
+  c = C.claim_dynamic_sampling(rows, (0,), full="prorlv2", no_ds="no_dynamic_sampling", target_fraction=0.8,
+                               min_effect=0.02)
+  assert c["evidence"]["target"] == pytest.approx(0.46)
+  assert c["evidence"]["per_seed"]["0"]["samples_without"] is None  # inf -> null in JSON
+  assert c["verdict"] == "supported"

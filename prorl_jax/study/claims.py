@@ -207,7 +207,7 @@ def claim_entropy(rows: Mapping[str, Rows], seeds: Sequence[int], *, full: str, 
 def samples_to_reach(rows: Rows, target: float) -> tuple[float, float]:
   """(generated samples, step) when validation score@1 first reached `target` (inf, inf if never)."""
   for s, v in zip(*series(rows, VALIDATION_KEY)):
-    if v >= target:
+    if s > 0 and v >= target:  # the start's own validation does not count as reaching it
       return cumulative_at(rows, "rollout/samples", s), float(s)
   return math.inf, math.inf
 
@@ -215,12 +215,19 @@ def samples_to_reach(rows: Rows, target: float) -> tuple[float, float]:
 def claim_dynamic_sampling(rows: Mapping[str, Rows], seeds: Sequence[int], *, full: str, no_ds: str,
                            target_fraction: float, min_effect: float) -> dict[str, Any]:
   """(d) generated samples until validation score@1 first reaches a target: the start score plus
-  `target_fraction` of the way to the lower of the two variants' best scores (mean over seeds)."""
+  `target_fraction` of the way to the lower of the two variants' best scores (mean over seeds), among the variants
+  whose best rose more than `min_effect` above the start (untested, inconclusive, when neither did)."""
   runs = [rows.get(f"{v}/seed{s}", []) for v in (full, no_ds) for s in seeds]
   start = _mean([series(r, VALIDATION_KEY)[1][0] for r in runs if series(r, VALIDATION_KEY)[1]])
   best = [_mean([max(series(rows.get(f"{v}/seed{s}", []), VALIDATION_KEY)[1] or [math.nan]) for s in seeds])
           for v in (full, no_ds)]
-  target = start + target_fraction * (min(best) - start)
+  improved = [b for b in best if b > start + min_effect]
+  if not improved:
+    return _claim("d", INCONCLUSIVE, f"untested: neither variant's best validation score@1 ({_fmt(best[0])}, "
+                  f"{_fmt(best[1])}; mean over seeds) rose more than {min_effect} above the start ({_fmt(start)})",
+                  {"variants": [full, no_ds], "start": start, "best_mean": dict(zip((full, no_ds), best))})
+  # The lower of the improved variants' best scores: both could reach it; one that never improved cannot.
+  target = start + target_fraction * (min(improved) - start)
   effects, per_seed = [], {}
   for seed in seeds:
     sa, ta = samples_to_reach(rows.get(f"{full}/seed{seed}", []), target)
@@ -228,7 +235,7 @@ def claim_dynamic_sampling(rows: Mapping[str, Rows], seeds: Sequence[int], *, fu
     if math.isinf(sa) and math.isinf(sb):
       effect = math.nan
     else:
-      effect = 1.0 - sa / sb if not math.isinf(sb) else 1.0
+      effect = 1.0 - sa / sb if not math.isinf(sb) else 1.0  # sa, sb > 0: step 0 does not count
     effects.append(effect)
     per_seed[str(seed)] = {"samples_with": sa, "steps_with": ta, "samples_without": sb, "steps_without": tb,
                            "relative_saving": effect}
