@@ -8,6 +8,7 @@ import sys
 
 import jax
 import optax
+import pytest
 
 from prorl_jax import models
 from prorl_jax.training.evaluate import run_evaluation
@@ -23,6 +24,9 @@ def _config():
   return c
 
 
+# Slow suite (40 s): the default suite evaluates Orbax run checkpoints end to end in test_study_cli (the smoke
+# study) and checks the sampler's determinism in test_rollout_sampler.
+@pytest.mark.slow
 def test_same_numbers_twice_and_orbax_equals_hf(tmp_path):
   config = _config()
   # An Orbax checkpoint of a train state whose params are the HF checkpoint's.

@@ -48,10 +48,11 @@ def get_config():
   s.claims.min_effect = 0.02
   s.smoke.variants = "prorlv2,no_reset"
   s.smoke.seeds = (0,)
-  s.smoke.overrides = ("total_steps=4", "eval_every=2", "checkpoint_every=2", "batch.prompts=8",
+  s.smoke.overrides = ("total_steps=4", "eval_every=4", "checkpoint_every=2", "batch.prompts=8",
                        "batch.gen_prompts=8", "batch.mini_batch_prompts=8", "rollout.n=4",
                        "data.validation=embedded:chain?levels=1-8&size=16", "reference_reset.every_k_steps=2")
   s.smoke.eval_steps = (0, 4)
   s.smoke.eval_limit = 16
   s.smoke.eval_num_samples = 4
+  s.smoke.parallel = 2
   return s

@@ -14,7 +14,7 @@ ALGORITHMS.md §2-3, §13-14):
   d. dynamic sampling reaches a given score@1 with fewer generated samples (DAPO §3.2; P1 §2.1).
   e. improvement continues with more steps: the last evaluated checkpoint beats the one before it (P1 §4.2).
 
-Pure functions of plain data: `rows` maps "<variant>/seed<N>" to metric rows ({"step": s, key: value}),
+Pure functions of plain data (`series` and `reset_steps` read metric rows as the trainer's own report does): `rows` maps "<variant>/seed<N>" to metric rows ({"step": s, key: value}),
 `evals` maps "base" and "<variant>/seed<N>/step<S>" to {benchmark: summary} (`evaluation.summarize`).
 """
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 from typing import Any, Mapping, Sequence
+
+from prorl_jax.training.metrics_log import reset_steps, series
 
 Rows = Sequence[Mapping[str, Any]]
 VALIDATION_KEY = "eval/score@1"
@@ -38,31 +40,10 @@ STATEMENTS = {
 }
 
 
-def series(rows: Rows, key: str) -> tuple[list[int], list[float]]:
-  """(steps, values) of the rows where `key` is a finite number."""
-  xs, ys = [], []
-  for row in rows:
-    v = row.get(key)
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-      xs.append(int(row["step"]))
-      ys.append(float(v))
-  return xs, ys
-
-
 def window_mean(rows: Rows, key: str, lo: float, hi: float) -> float:
   """Mean of `key` over rows with lo < step <= hi (nan if none)."""
   vals = [v for s, v in zip(*series(rows, key)) if lo < s <= hi]
   return sum(vals) / len(vals) if vals else math.nan
-
-
-def reset_steps(rows: Rows) -> list[int]:
-  """Steps at which the `ref_resets` counter went up."""
-  out, last = [], 0
-  for s, v in zip(*series(rows, "ref_resets")):
-    if v > last:
-      out.append(s)
-      last = v
-  return out
 
 
 def cumulative_at(rows: Rows, key: str, step: int) -> float:

@@ -59,10 +59,7 @@ def checkpoints(study: Study, runs: list[Run]) -> list[Checkpoint]:
 
 def evaluate(study: Study, runs: list[Run], *, log: Callable[[str], None] = print) -> dict[str, Summary]:
   """Evaluates every checkpoint of `checkpoints(study, runs)`; returns {label: {benchmark: summary}}."""
-  from prorl_jax import rollout
-  from prorl_jax.evaluation.checkpoint_eval import evaluate_checkpoint
-  from prorl_jax.rewards import RewardManager
-  from prorl_jax.training.evaluate import eval_settings, load_benchmarks, load_policy
+  from prorl_jax.training.evaluate import evaluate_checkpoints, load_benchmarks
 
   todo = checkpoints(study, runs)
   if not todo:
@@ -70,30 +67,16 @@ def evaluate(study: Study, runs: list[Run], *, log: Callable[[str], None] = prin
   config = eval_config(study, study.base)
   specs = [s for s in str(study.eval.benchmarks).split(";") if s]
   examples, labels = load_benchmarks(config, specs, int(study.eval.limit) or None)
-  out: dict[str, Summary] = {}
-  manager = RewardManager(config.rewards.num_workers or None, timeout_s=config.rewards.timeout_s,
-                          code_timeout_s=config.rewards.code_timeout_s, preload=sorted({e.domain for e in examples}))
-  try:
-    sampler = None
-    for ckpt in todo:
-      run_config = config if ckpt.seed is None else eval_config(study, study.run_config(
-          next(r for r in runs if r.variant == ckpt.variant and r.seed == ckpt.seed)))
-      model_config, params, tokenizer, ident = load_policy(ckpt.source, run_config)
-      eos = set(model_config.eos_token_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
-                                               else set())
-      if sampler is None:  # one sampler (and its compiled programs) for every checkpoint of the same model
-        sampler = rollout.Sampler(model_config, pad_id=tokenizer.pad_token_id or 0,
-                                  batching=config.rollout.batching)
-      report = evaluate_checkpoint(
-          label=ckpt.label, checkpoint_id=ident, sampler=sampler, params=params, tokenizer=tokenizer,
-          examples=examples, benchmarks=labels, score_batch=lambda d, t, g: manager.score_batch(d, t, g).scores,
-          eos_token_ids=sorted(eos), settings=eval_settings(run_config), out_dir=ckpt.out_dir,
-          system_prompt=config.tokenizer.system_prompt or None)
-      out[ckpt.label] = report.summary
-      overall = report.summary.get("all", {})
-      k = overall.get("num_samples", 0)
-      log(f"[study] evaluated {ckpt.label}: score@1 {overall.get('score@1', float('nan')):.3f}, "
-          f"pass@{k} {overall.get(f'pass@{k}', float('nan')):.3f}")
-  finally:
-    manager.close()
-  return out
+  run_of = {c.label: next(r for r in runs if (r.variant, r.seed) == (c.variant, c.seed)) for c in todo if c.variant}
+  # A checkpoint is sampled with its run's seed; the base with the study's.
+  config_of = lambda label: eval_config(study, study.run_config(run_of[label])) if label in run_of else config
+
+  def logged(report, _ident):
+    overall = report.summary.get("all", {})
+    k = overall.get("num_samples", 0)
+    log(f"[study] evaluated {report.label}: score@1 {overall.get('score@1', float('nan')):.3f}, "
+        f"pass@{k} {overall.get(f'pass@{k}', float('nan')):.3f}")
+
+  reports = evaluate_checkpoints(config, [(c.label, c.source, c.out_dir) for c in todo], examples, labels,
+                                 config_of=config_of, on_report=logged)
+  return {label: r.summary for label, r in reports.items()}

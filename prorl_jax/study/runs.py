@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 from prorl_jax.errors import ConfigError
 from prorl_jax.study.spec import Run, Study
+from prorl_jax.training import metrics_log
 
 MARKER, COMMAND_FILE, LOG_FILE = "study_run.json", "study_command.json", "train.log"
 EXIT_PREEMPTED = 75
@@ -153,15 +154,5 @@ def _record_attempt(run: Run, seconds: float) -> None:
 
 
 def read_metrics(run: Run) -> list[dict]:
-  """The run's metrics.jsonl rows, in step order; a resumed run's repeated steps keep their last row."""
-  path = run.workdir / "metrics.jsonl"
-  rows: dict[int, dict] = {}
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        row = json.loads(line)
-      except ValueError:
-        continue  # a line cut short by a kill
-      step = int(row.get("step", -1))
-      rows[step] = {**rows.get(step, {}), **row}
-  return [rows[s] for s in sorted(rows)]
+  """The run's metrics.jsonl rows (one per step: a resumed run drops the rows after its checkpoint first)."""
+  return metrics_log.read_metrics(run.workdir)

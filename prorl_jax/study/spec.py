@@ -32,7 +32,8 @@ def study_config() -> ml_collections.ConfigDict:
     `limit` (problems per benchmark spec), `temperature`, `top_p`, `max_new_tokens` (0 = the run's).
   - claims: the names the verdicts use: the `easy` and `hard` benchmarks, the variant each claim compares,
     `min_effect` (a change smaller than this is noise), `target_fraction` (claim d's target score).
-  - smoke: overrides of these study fields for `--smoke` (a few steps, two variants, one seed).
+  - smoke: overrides of these study fields for `--smoke` (a few steps, two variants, one seed; `parallel` runs at a
+    time: a smoke run is mostly start-up and compilation, which overlap well even on two cores).
   """
   c = ml_collections.ConfigDict()
   c.base = ""
@@ -46,7 +47,7 @@ def study_config() -> ml_collections.ConfigDict:
                                             symmetric_clip="symmetric_clip", no_dynamic_sampling="no_dynamic_sampling",
                                             min_effect=0.02, target_fraction=0.8))
   c.smoke = ml_collections.ConfigDict(dict(variants="", seeds=(0,), overrides=(), eval_steps=(0,), eval_limit=2,
-                                           eval_num_samples=4))
+                                           eval_num_samples=4, parallel=2))
   return c
 
 
@@ -222,6 +223,7 @@ def resolve(config: ml_collections.ConfigDict, config_file: str | os.PathLike, w
     eval_config.steps = tuple(s.eval_steps)
     eval_config.limit = int(s.eval_limit)
     eval_config.num_samples = int(s.eval_num_samples)
+  parallel = int(config.smoke.parallel if smoke else config.parallel)
   unknown = [v for v in chosen if v not in all_variants]
   if unknown:
     raise ConfigError(f"--variants: unknown variant(s) {unknown}; the study has {sorted(all_variants)}")
@@ -250,5 +252,5 @@ def resolve(config: ml_collections.ConfigDict, config_file: str | os.PathLike, w
                       f"evaluates; add 'checkpoint.keep_latest={kept}' to the study's overrides")
   return Study(base_file=base_file, base=base, runs=tuple(runs), variants=names, seeds=chosen_seeds,
                eval=eval_config, claims=ml_collections.ConfigDict(config.claims.to_dict()),
-               parallel=max(1, int(config.parallel)), total_steps=steps, workdir=workdir,
+               parallel=max(1, parallel), total_steps=steps, workdir=workdir,
                common_overrides=overrides)

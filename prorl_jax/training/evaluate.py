@@ -114,6 +114,43 @@ def validate(config: ml_collections.ConfigDict, sampler: Any, params: Any, examp
   return multihost.from_first_process(out)  # same results everywhere; only the eval time differs
 
 
+def evaluate_checkpoints(config: ml_collections.ConfigDict, checkpoints: Sequence[tuple[str, str, pathlib.Path]],
+                         examples: Sequence[Any], labels: Sequence[str], *,
+                         config_of: Callable[[str], ml_collections.ConfigDict] | None = None, overwrite: bool = False,
+                         on_report: Callable[[Any, str], None] | None = None) -> dict[str, Any]:
+  """Evaluates each (label, checkpoint, out_dir) on `examples` (benchmark label of each in `labels`), resumably, with
+  one reward process pool; checkpoints of the same architecture share one sampler and its compiled programs.
+
+  `config_of(label)` gives a checkpoint's own config (e.g. its run's seed, which seeds the samples), default
+  `config`. `on_report(report, checkpoint id)` is called as each finishes. Returns {label: CheckpointReport}.
+  """
+  reports, samplers = {}, []
+  manager = RewardManager(config.rewards.num_workers or None, timeout_s=config.rewards.timeout_s,
+                          code_timeout_s=config.rewards.code_timeout_s,
+                          preload=sorted({e.domain for e in examples}))
+  try:
+    for label, checkpoint, out_dir in checkpoints:
+      c = config if config_of is None else config_of(label)
+      model_config, params, tokenizer, ident = load_policy(checkpoint, c)
+      eos = set(model_config.eos_token_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
+                                               else set())
+      pad_id = tokenizer.pad_token_id or 0
+      sampler = next((s for (mc, pad), s in samplers if mc == model_config and pad == pad_id), None)
+      if sampler is None:
+        sampler = rollout.Sampler(model_config, pad_id=pad_id, batching=c.rollout.batching)
+        samplers.append(((model_config, pad_id), sampler))
+      reports[label] = evaluate_checkpoint(
+          label=label, checkpoint_id=ident, sampler=sampler, params=params, tokenizer=tokenizer, examples=examples,
+          benchmarks=labels, score_batch=lambda d, t, g: manager.score_batch(d, t, g).scores,
+          eos_token_ids=sorted(eos), settings=eval_settings(c), out_dir=out_dir,
+          system_prompt=c.tokenizer.system_prompt or None, overwrite=overwrite)
+      if on_report is not None:
+        on_report(reports[label], ident)
+  finally:
+    manager.close()
+  return reports
+
+
 def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tuple[str, str]],
                    workdir: str | os.PathLike, *, specs: Sequence[str] = (), limit: int | None = None,
                    overwrite: bool = False) -> dict[str, Any]:
@@ -125,26 +162,10 @@ def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tupl
   workdir.mkdir(parents=True, exist_ok=True)
   examples, labels = load_benchmarks(config, specs, limit)
   settings = eval_settings(config)
-  reports = {}
-  manager = RewardManager(config.rewards.num_workers or None, timeout_s=config.rewards.timeout_s,
-                          code_timeout_s=config.rewards.code_timeout_s,
-                          preload=sorted({e.domain for e in examples}))
-  try:
-    for label, checkpoint in checkpoints:
-      model_config, params, tokenizer, ident = load_policy(checkpoint, config)
-      eos = set(model_config.eos_token_ids) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None
-                                               else set())
-      sampler = rollout.Sampler(model_config, pad_id=tokenizer.pad_token_id or 0,
-                                batching=config.rollout.batching)
-      report = evaluate_checkpoint(
-          label=label, checkpoint_id=ident, sampler=sampler, params=params, tokenizer=tokenizer, examples=examples,
-          benchmarks=labels, score_batch=lambda d, t, g: manager.score_batch(d, t, g).scores,
-          eos_token_ids=sorted(eos), settings=settings, out_dir=workdir / label,
-          system_prompt=config.tokenizer.system_prompt or None, overwrite=overwrite)
-      print(f"\n== {label}: {ident}\n{report.table()}", flush=True)
-      reports[label] = report
-  finally:
-    manager.close()
+  reports = evaluate_checkpoints(
+      config, [(label, checkpoint, workdir / label) for label, checkpoint in checkpoints], examples, labels,
+      overwrite=overwrite,
+      on_report=lambda report, ident: print(f"\n== {report.label}: {ident}\n{report.table()}", flush=True))
   png = plot_pass_at_k({label: r.summary for label, r in reports.items()}, workdir / "pass_at_k.png",
                        title=f"pass@k, {settings.num_samples} samples, T={settings.temperature}")
   combined = {"settings": {"num_samples": settings.num_samples, "temperature": settings.temperature,
@@ -158,4 +179,4 @@ def run_evaluation(config: ml_collections.ConfigDict, checkpoints: Sequence[tupl
   return combined
 
 
-__all__ = ["eval_settings", "load_benchmarks", "load_policy", "run_evaluation", "validate"]
+__all__ = ["eval_settings", "evaluate_checkpoints", "load_benchmarks", "load_policy", "run_evaluation", "validate"]

@@ -53,6 +53,27 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
   return rows
 
 
+def series(rows: Iterable[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+  """(steps, values) of the rows where `key` is a finite number (NaN/Inf are logged as strings)."""
+  xs, ys = [], []
+  for row in rows:
+    value = row.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+      xs.append(int(row["step"]))
+      ys.append(float(value))
+  return xs, ys
+
+
+def reset_steps(rows: Iterable[dict[str, Any]]) -> list[int]:
+  """Steps at which the `ref_resets` counter went up."""
+  steps, last = [], 0
+  for step, count in zip(*series(rows, "ref_resets")):
+    if count > last:
+      steps.append(step)
+      last = count
+  return steps
+
+
 class MetricsWriter:
   """Appends per-step metrics to `workdir/metrics.jsonl` and TensorBoard event files in `workdir/tensorboard`.
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from typing import Any, Sequence
 
 from prorl_jax import parallel
 from prorl_jax.training import memory, mfu
+from prorl_jax.training.metrics_log import reset_steps, series
 
 _log = logging.getLogger("prorl_jax.trainer")
 
@@ -37,27 +37,6 @@ PANELS = (
 )
 
 
-def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-  xs, ys = [], []
-  for row in rows:
-    value = row.get(key)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-      xs.append(row["step"])
-      ys.append(float(value))
-  return xs, ys
-
-
-def reset_steps(rows: Sequence[dict[str, Any]]) -> list[int]:
-  """Steps at which the `ref_resets` counter went up."""
-  steps, last = [], 0
-  for row in rows:
-    count = row.get("ref_resets")
-    if isinstance(count, (int, float)) and count > last:
-      steps.append(row["step"])
-      last = count
-  return steps
-
-
 def plot_training_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> str:
   """Writes a 2×3 grid of curves from metrics rows to `path` (PNG) and returns the path."""
   import matplotlib  # Imported lazily: plotting is the only user.
@@ -67,7 +46,7 @@ def plot_training_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike
   fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
   resets = reset_steps(rows)
   for ax, (key, label) in zip(axes.flat, PANELS):
-    xs, ys = _series(rows, key)
+    xs, ys = series(rows, key)
     ax.plot(xs, ys, marker="o" if key.startswith("eval/") else None, markersize=3, linewidth=1.2)
     for i, step in enumerate(resets):
       ax.axvline(step, color="tab:red", linestyle="--", linewidth=0.8, label="reference reset" if i == 0 else None)
@@ -91,13 +70,13 @@ def summary_text(rows: Sequence[dict[str, Any]]) -> str:
   lines = [f"steps: {rows[-1]['step']}"]
   for key, label in (("eval/score@1", "validation score@1 (mean score)"),
                      ("eval/pass@1", "validation pass@1 (fully correct)")):
-    xs, ys = _series(rows, key)
+    xs, ys = series(rows, key)
     if ys:
       best = max(range(len(ys)), key=ys.__getitem__)
       lines.append(f"{label}: {ys[0]:.3f} at step {xs[0]} -> {ys[-1]:.3f} at step {xs[-1]} "
                    f"(best {ys[best]:.3f} at step {xs[best]}, change {ys[-1] - ys[0]:+.3f})")
   for key, label in (("reward/mean", "train reward"), ("response_length/mean", "response length")):
-    _, vals = _series(rows, key)
+    _, vals = series(rows, key)
     if vals:
       k = max(1, len(vals) // 10)
       lines.append(f"{label}: first {k} steps {sum(vals[:k]) / k:.3f}, last {k} steps {sum(vals[-k:]) / k:.3f}")
