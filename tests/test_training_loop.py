@@ -47,11 +47,14 @@ def test_few_steps_end_to_end(tmp_path):
 
 
 def test_reference_reset_makes_kl_zero(tmp_path):
-  config = small_config(**{"reference_reset.every_k_steps": 2, "eval_every": 0})
+  # One update per step: each is its step's first, on the params that computed the old log-probs.
+  config = small_config(**{"reference_reset.every_k_steps": 2, "eval_every": 0, "batch.mini_batch_prompts": 4})
   rows = train(config, tmp_path, show_progress=False)
   assert rows[2]["ref_resets"] == 1 and rows[1]["ref_resets"] == 0
   assert rows[2]["kl"] > 0.0  # the policy moved away from the reference in steps 1-2 ...
   assert rows[3]["kl"] == 0.0  # ... and right after the reset the reference equals it again
+  for row in rows[1:]:  # on-policy updates: the importance ratio is exactly 1
+    assert row["ppo_kl"] == 0.0 and row["clip_frac"] == 0.0 and row["pg_clipfrac_lower"] == 0.0
 
 
 def test_nonfinite_update_is_skipped_and_counted(tmp_path, monkeypatch):

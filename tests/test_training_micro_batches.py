@@ -222,3 +222,27 @@ def test_training_logprobs_do_not_depend_on_the_mesh(model):
                                     placed.attention_mask))
   m = np.asarray(batch.response_mask) > 0
   np.testing.assert_allclose(sharded[m], one[m], rtol=0, atol=2e-5)
+
+
+def test_first_update_is_exactly_on_policy(model):
+  """Old log-probs from the log-prob pass agree with the update's own forward only to float rounding (two XLA
+  programs); `on_policy=True` (a step's first update) takes the current log-probs, detached, for them: the ratio is
+  exactly 1, nothing is clipped, and the update is the same up to that rounding."""
+  config, params, optimizer, batch = model
+  fns = step_functions(config, _settings(), optimizer)
+  plan = micro_batches.equal_plan(ROWS, 8, PROMPT, RESPONSE)  # one shape: one compilation of each program
+  old = fns.logprobs(params, batch.input_ids, batch.attention_mask, plan)
+  fresh = lambda: state_lib.create_train_state(params, optimizer, seed=0)
+  exact = batch.replace(old_logp=old)
+  off = jax.device_get(fns.update(fresh(), exact, plan))
+  on = jax.device_get(fns.update(fresh(), exact, plan, on_policy=True))
+  for name in ("ppo_kl", "pg_clipfrac", "pg_clipfrac_lower", "clipfrac_high", "clipfrac_low"):
+    assert float(on[1][name]) == 0.0, name
+  assert abs(float(off[1]["ppo_kl"])) < 1e-6  # the same policy, rounded differently
+  for name in ("loss", "pg_loss", "kl_loss", "grad_norm"):
+    np.testing.assert_allclose(float(on[1][name]), float(off[1][name]), rtol=1e-5, atol=1e-6, err_msg=name)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=3e-5), on[0].params, off[0].params)
+  # The batch's old log-probs are not read: stale ones give the same update, bit for bit.
+  stale = jax.device_get(fns.update(fresh(), batch, plan, on_policy=True))
+  jax.tree.map(np.testing.assert_array_equal, stale[0].params, on[0].params)
+  assert float(jax.device_get(fns.update(fresh(), batch, plan))[1]["pg_clipfrac"]) > 0  # they would be clipped

@@ -41,6 +41,7 @@ def test_objective_and_rollout_correction_run_and_report(tmp_path, overrides):
     ("algorithm.rollout_correction.threshold", (5.0, 0.5), "rollout_correction.threshold"),
     ("algorithm.tau_neg", 0.0, "algorithm.tau_neg"),
     ("algorithm.clip_cov_lb", 9.0, "clip_cov_lb"),
+    ("batch.logprob_micro_batch_size", 3, "must divide the step's 4 prompts x 4 samples"),  # not after a rollout
 ])
 def test_bad_objective_settings_name_the_field(field, value, match):
   with pytest.raises(ConfigError, match=match):

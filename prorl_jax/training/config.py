@@ -232,6 +232,10 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if b.micro_batch_size and rows % b.micro_batch_size:
     _fail("batch.micro_batch_size", f"({b.micro_batch_size}) must divide the mini-batch's "
           f"{b.mini_batch_prompts} prompts x {config.rollout.n} samples = {rows} sequences")
+  step_rows = b.prompts * config.rollout.n
+  if b.logprob_micro_batch_size and step_rows % b.logprob_micro_batch_size:
+    _fail("batch.logprob_micro_batch_size", f"({b.logprob_micro_batch_size}) must divide the step's "
+          f"{b.prompts} prompts x {config.rollout.n} samples = {step_rows} sequences")
   a = config.algorithm
   if a.advantage not in algorithms.ADVANTAGE_ESTIMATORS:
     _fail("algorithm.advantage", f"is {a.advantage!r}", f"choose one of {algorithms.ADVANTAGE_ESTIMATORS}")

@@ -253,8 +253,8 @@ class Trainer:
                                        self.mesh)
     ids, mask, response_mask = dev["input_ids"], dev["attention_mask"], dev["response_mask"]
     with jax.profiler.TraceAnnotation("logprob"):
-      plan = self._plan(host["attention_mask"], host["response_mask"],
-                        c.batch.logprob_micro_batch_size or c.batch.micro_batch_size)
+      plan = self._plan(host["attention_mask"], host["response_mask"], c.batch.logprob_micro_batch_size
+                        or c.batch.micro_batch_size or c.batch.mini_batch_prompts * c.rollout.n)
       metrics["batch/padding_frac"], metrics["batch/padding_frac_bucketed"] = micro_batches.padded_fraction(
           plan, host["attention_mask"])
       old_logp, entropy = self.step_fns.logprobs_entropy(self.state.params, ids, mask, plan)
@@ -286,7 +286,8 @@ class Trainer:
           mb = jax.device_put(jax.tree.map(lambda x: x[rows], batch), self.batch_sharding)
           plan = self._plan(host["attention_mask"][rows], host["response_mask"][rows], c.batch.micro_batch_size)
           key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(self.state.rng), step), len(updates))
-          self.state, m = self.step_fns.update(self.state, mb, plan, key)
+          # The first update runs on the params that computed old_logp: on-policy by definition.
+          self.state, m = self.step_fns.update(self.state, mb, plan, key, on_policy=not updates)
           updates.append(m)
       return jax.device_get(updates)
 

@@ -175,15 +175,23 @@ def rollout_metrics(settings: LossSettings, old_logp: jax.Array, rollout_logp: j
 
 
 def micro_loss(params: Any, micro: TrainBatch, norm: Normalizer, model_config: models.Qwen2Config,
-               settings: LossSettings, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+               settings: LossSettings, key: jax.Array,
+               on_policy: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(loss, metrics) of one micro-batch: the policy objective (`policy_objective`, weighted by the rollout
   correction when it is on) + kl_coef x KL to the reference - entropy_coef x entropy, each aggregated with
   `settings.agg_mode` over `norm`'s mini-batch counts. Metrics are this micro-batch's share of the mini-batch's
-  means, so they sum to them over the plan."""
+  means, so they sum to them over the plan.
+
+  `on_policy` (bool scalar): the params are those that computed `micro.old_logp` (a step's first update), so the
+  old log-probs are the current ones, detached, as verl's actor does: XLA rounds the same forward differently in
+  the log-prob and the gradient programs (~1e-7 here), which would otherwise make the first ratio 1 only nearly.
+  """
   want_entropy = settings.entropy_coef != 0.0
   out = response_logprobs(model_config, params, micro.input_ids, micro.attention_mask, settings,
                           with_entropy=want_entropy)
   logp, entropy = out if want_entropy else (out, None)
+  if on_policy is not None:
+    micro = micro.replace(old_logp=jnp.where(on_policy, jax.lax.stop_gradient(logp), micro.old_logp))
   mask = micro.response_mask
   counts = dict(global_num_tokens=norm.num_tokens, global_num_seqs=norm.num_seqs, loss_scale_factor=norm.horizon)
   agg = lambda v: algorithms.agg_loss(v, mask, settings.agg_mode, **counts)
@@ -248,15 +256,15 @@ def _take(x: jax.Array, rows: jax.Array, columns: slice) -> jax.Array:
 
 
 def accumulate_micro_batch(model_config: models.Qwen2Config, settings: LossSettings, params: Any, acc: Any,
-                           batch: TrainBatch, rows: jax.Array, norm: Normalizer, key: jax.Array | None = None, *,
-                           prompt_width: int, response_width: int) -> Any:
+                           batch: TrainBatch, rows: jax.Array, norm: Normalizer, key: jax.Array | None = None,
+                           on_policy: jax.Array | None = None, *, prompt_width: int, response_width: int) -> Any:
   """`acc + (gradients, loss metrics)` of one trimmed micro-batch (`take_micro_batch`) of the mini-batch `batch`,
   normalised by `norm` so the sum over the plan is the mini-batch gradient. `key`: the micro-batch's random draws
-  (Clip-Cov), default a fixed key."""
+  (Clip-Cov), default a fixed key; `on_policy`: see `micro_loss`."""
   micro = take_micro_batch(batch, rows, settings.prompt_len, prompt_width, response_width)
   key = jax.random.key(0) if key is None else key
   (_, aux), grads = jax.value_and_grad(micro_loss, has_aux=True)(
-      params, micro, norm, model_config, dataclasses.replace(settings, prompt_len=prompt_width), key)
+      params, micro, norm, model_config, dataclasses.replace(settings, prompt_len=prompt_width), key, on_policy)
   return jax.tree.map(jnp.add, acc, (grads, aux))
 
 
@@ -319,15 +327,19 @@ class StepFunctions:
     """(logp, entropy), both `[B, R]`."""
     return self._logprobs(params, input_ids, attention_mask, plan, True)
 
-  def update(self, state, batch: TrainBatch, plan: Sequence[MicroBatch] | None = None, key: jax.Array | None = None):
+  def update(self, state, batch: TrainBatch, plan: Sequence[MicroBatch] | None = None, key: jax.Array | None = None,
+             on_policy: bool = False):
     """(state, metrics) after one optimizer update on the mini-batch `batch`; the state is donated. `key` seeds
-    the objective's random draws (Clip-Cov), one fold per micro-batch."""
+    the objective's random draws (Clip-Cov), one fold per micro-batch. `on_policy`: `state.params` computed
+    `batch.old_logp` (a step's first update), so the objective takes the current log-probs, detached, for them and
+    its first ratio is exactly 1."""
     plan = self._full(batch.attention_mask, plan)
     norm = Normalizer.of(batch.response_mask)
     acc = self._call(self.jit_zero_accumulator, state.params)
+    flag = jnp.asarray(on_policy)
     for i, mb in enumerate(plan):
       micro_key = None if key is None else jax.random.fold_in(key, i)
-      acc = self._call(self.jit_micro_accumulate, state.params, acc, batch, mb.rows, norm, micro_key,
+      acc = self._call(self.jit_micro_accumulate, state.params, acc, batch, mb.rows, norm, micro_key, flag,
                        prompt_width=mb.prompt_width, response_width=mb.response_width)
     return self._call(self.jit_apply_gradients, state, *acc)
 
