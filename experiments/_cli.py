@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import importlib.util
 import os
 import sys
 from typing import Iterator, NoReturn, Sequence
 
 from absl import flags
+
+from prorl_jax.config_files import field_names, load_config_file
 
 EXIT_BAD_INPUT = 2
 EXIT_CHECKPOINT_WRITE = 74  # sysexits.h EX_IOERR
@@ -63,22 +64,9 @@ def _config_fields(config_file: str | None) -> list[str]:
   if config_file is None:
     return []
   try:
-    path = os.path.expanduser(config_file.split(":", 1)[0])
-    spec = importlib.util.spec_from_file_location("_cli_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    return field_names(load_config_file(config_file.split(":", 1)[0]))
   except Exception:  # noqa: BLE001 - the original parse error is reported instead
     return []
-  names = []
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      names.append(prefix + key)
-      if hasattr(value, "items"):
-        walk(value, prefix + key + ".")
-  walk(config, "")
-  return names
 
 
 @contextlib.contextmanager

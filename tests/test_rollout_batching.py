@@ -2,12 +2,12 @@
 generated alone, log-probs against the model's own scoring, and the decoder chosen once per sampler."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
 
 from prorl_jax import models, parallel, rollout
+from training_helpers import teacher_forced_logprobs
 
 RNG = np.random.RandomState(7)
 # Prompts of different lengths; more rows than slots in most cases below.
@@ -87,7 +87,8 @@ def test_many_more_rows_than_slots(model):
   assert cont.stats["shrinks"] > 0 and static.stats["shrinks"] == 0  # the drain ran on fewer slots
 
 
-@pytest.mark.parametrize("refill_fraction", [1 / 12, 0.5, 1.0])
+# Smaller and larger than a prompt's samples in the default suite; exactly one prompt's in the slow one.
+@pytest.mark.parametrize("refill_fraction", [1 / 12, pytest.param(0.5, marks=pytest.mark.slow), 1.0])
 def test_inserts_smaller_and_larger_than_a_prompts_samples(model, refill_fraction):
   """One prompt's 6 samples inserted a row at a time (a prefilled group waits on the device), or 6 and 12 at once."""
   config, params = model
@@ -134,12 +135,11 @@ def test_logprobs_are_the_models_scoring_of_the_tokens(model, layout):
   cont = rollout.Sampler(config, decode_layout=layout, max_rows_per_chunk=4).generate(
       params, PROMPTS[:4], max_new_tokens=12, num_samples=2, eos_token_ids=_eos(8),
       sampling=rollout.SamplingParams(temperature=0.7), seed=3)
-  for r in range(8):
-    prompt, n = PROMPTS[r // 2], int(cont.lengths[r])
-    ids = jnp.asarray([prompt + cont.tokens[r, :n].tolist()])
-    logits = models.forward(config, params, ids)[0, len(prompt) - 1:-1] / 0.7
-    want = jax.nn.log_softmax(logits)[jnp.arange(n), cont.tokens[r, :n]]
-    np.testing.assert_allclose(cont.logprobs[r, :n], np.asarray(want), atol=2e-5)
+  responses = [cont.tokens[r, :int(cont.lengths[r])].tolist() for r in range(8)]
+  want = teacher_forced_logprobs(config, params, [PROMPTS[r // 2] for r in range(8)], responses, 0.7)
+  for r, response in enumerate(responses):
+    n = len(response)
+    np.testing.assert_allclose(cont.logprobs[r, :n], want[r, :n], atol=2e-5)
     assert not cont.logprobs[r, n:].any() and (cont.tokens[r, n:] == 0).all()
 
 

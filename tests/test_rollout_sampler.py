@@ -9,6 +9,7 @@ import scipy.stats
 from hf_fixtures import make_hf_model
 from prorl_jax import models, rollout
 from prorl_jax.models import decode_columns
+from training_helpers import teacher_forced_logprobs
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11], [3, 4], [20, 21, 22, 23, 24], [9]]
 
@@ -134,13 +135,12 @@ def test_logprobs_match_teacher_forced_forward(tiny):
   temperature = 1.3
   batch = rollout.Sampler(config).generate(params, PROMPTS, max_new_tokens=10, num_samples=2, eos_token_ids=[],
                                            sampling=rollout.SamplingParams(temperature=temperature), seed=3)
-  for row in range(len(batch.lengths)):
-    prompt = PROMPTS[batch.prompt_index[row]]
-    response = batch.response(row)
-    logits = models.forward(config, params, np.array([prompt + response]))[0] / temperature
-    logp = jax.nn.log_softmax(logits, -1)[len(prompt) - 1:-1]
-    expected = np.take_along_axis(np.asarray(logp), np.array(response)[:, None], -1)[:, 0]
-    np.testing.assert_allclose(batch.logprobs[row, :len(response)], expected, atol=1e-4)
+  rows = range(len(batch.lengths))
+  responses = [batch.response(row) for row in rows]
+  expected = teacher_forced_logprobs(config, params, [PROMPTS[batch.prompt_index[row]] for row in rows], responses,
+                                     temperature)
+  for row, response in zip(rows, responses):
+    np.testing.assert_allclose(batch.logprobs[row, :len(response)], expected[row, :len(response)], atol=1e-4)
 
 
 def test_same_seed_same_tokens_and_chunking_invariance(tiny):

@@ -233,6 +233,9 @@ def test_corrupt_latest_checkpoint_resumes_from_the_one_before(tmp_path, capsys)
   assert (tmp_path / "checkpoints_unusable" / "2").is_dir()
 
 
+# Slow (a run to make the checkpoint, ~30 s); the default suite checks the search that stops at another run's
+# checkpoint and keeps it on a bare Checkpointer (test_a_checkpoint_of_another_run_stops_the_search_and_is_kept).
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path):
   train(small_config(**{"total_steps": 1, "eval_every": 0, "eval.at_start": False}), tmp_path, show_progress=False)
   other = small_config(**{"total_steps": 1, "eval_every": 0, "model.path": str(tmp_path / "other_model")})

@@ -20,7 +20,10 @@ from training_helpers import REPO, read_rows, small_config, without_timing
 
 
 def test_few_steps_end_to_end(tmp_path):
-  rows = train(small_config(**{"checkpoint.export_hf": True}), tmp_path, show_progress=False, profile_steps=(1, 2))
+  # One update per step (each its step's first, on the params that computed the old log-probs); a reset at step 2.
+  config = small_config(**{"checkpoint.export_hf": True, "batch.mini_batch_prompts": 4,
+                           "reference_reset.every_k_steps": 2})
+  rows = train(config, tmp_path, show_progress=False, profile_steps=(1, 2))
   assert [r["step"] for r in rows] == [0, 1, 2, 3]
   assert "eval/score@1" in rows[0] and "eval/score@1" in rows[2] and "eval/score@1" in rows[3]
   assert rows[0]["eval/score@1"] >= rows[0]["eval/pass@1"] and "eval/solved@1" not in rows[0]
@@ -32,6 +35,11 @@ def test_few_steps_end_to_end(tmp_path):
     # The rollout-vs-trainer mismatch is logged with the correction off; the Cov share is 0 for PPO-clip.
     assert "rollout_correction/mean" not in row and row["cov_frac"] == 0.0
   assert rows[1]["kl"] == 0.0  # the reference starts as a copy of the policy
+  assert rows[2]["ref_resets"] == 1 and rows[1]["ref_resets"] == 0
+  assert rows[2]["kl"] > 0.0  # the policy moved away from the reference in steps 1-2 ...
+  assert rows[3]["kl"] == 0.0  # ... and right after the reset the reference equals it again
+  for row in rows[1:]:  # on-policy updates: the importance ratio is exactly 1
+    assert row["ppo_kl"] == 0.0 and row["clip_frac"] == 0.0 and row["pg_clipfrac_lower"] == 0.0
   for name in ("training_curves.png", "summary.txt", "config.json", "final_hf/config.json",
                "final_hf/model.safetensors", "final_hf/tokenizer.json"):
     assert (tmp_path / name).exists(), name
@@ -44,17 +52,6 @@ def test_few_steps_end_to_end(tmp_path):
   assert len(traces) == 1
   events = {e.get("name") for e in json.load(gzip.open(traces[0]))["traceEvents"]}
   assert {"rollout_and_reward", "logprob", "update"} <= events
-
-
-def test_reference_reset_makes_kl_zero(tmp_path):
-  # One update per step: each is its step's first, on the params that computed the old log-probs.
-  config = small_config(**{"reference_reset.every_k_steps": 2, "eval_every": 0, "batch.mini_batch_prompts": 4})
-  rows = train(config, tmp_path, show_progress=False)
-  assert rows[2]["ref_resets"] == 1 and rows[1]["ref_resets"] == 0
-  assert rows[2]["kl"] > 0.0  # the policy moved away from the reference in steps 1-2 ...
-  assert rows[3]["kl"] == 0.0  # ... and right after the reset the reference equals it again
-  for row in rows[1:]:  # on-policy updates: the importance ratio is exactly 1
-    assert row["ppo_kl"] == 0.0 and row["clip_frac"] == 0.0 and row["pg_clipfrac_lower"] == 0.0
 
 
 def test_nonfinite_update_is_skipped_and_counted(tmp_path, monkeypatch):

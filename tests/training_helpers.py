@@ -80,3 +80,24 @@ def read_rows(workdir) -> list[dict]:
 
 def without_timing(row: dict) -> dict:
   return {k: v for k, v in row.items() if not k.startswith(TIMING_PREFIXES)}
+
+
+def teacher_forced_logprobs(config, params, prompts, responses, temperature: float):
+  """log p(response token | prefix) `[rows, max response length]` (0 past each response) of the model scoring
+  each prompt + response, all rows in one right-padded forward (one compilation, not one per row)."""
+  import jax
+  import numpy as np
+  from prorl_jax import models
+  seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
+  width = max(len(s) for s in seqs)
+  ids = np.zeros((len(seqs), width), np.int32)
+  mask = np.zeros((len(seqs), width), bool)
+  for i, s in enumerate(seqs):
+    ids[i, :len(s)], mask[i, :len(s)] = s, True
+  logp = np.asarray(jax.nn.log_softmax(jax.jit(models.forward, static_argnums=0)(config, params, ids, mask)
+                                       / temperature, axis=-1))
+  out = np.zeros((len(seqs), max(len(r) for r in responses) or 1), np.float32)
+  for i, (p, r) in enumerate(zip(prompts, responses)):
+    positions = np.arange(len(p) - 1, len(p) - 1 + len(r))
+    out[i, :len(r)] = logp[i, positions, np.asarray(r, np.int64)]
+  return out

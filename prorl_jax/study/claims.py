@@ -60,15 +60,17 @@ def verdict(effects: Sequence[float], min_effect: float) -> tuple[str, int]:
   return (SUPPORTED if wins == len(known) else NOT_SUPPORTED if wins == 0 else INCONCLUSIVE), wins
 
 
-def _mean(values: Sequence[float]) -> float:
+def nanmean(values: Sequence[float]) -> float:
+  """The mean of the values that are not NaN (NaN if none is)."""
   vals = [v for v in values if not math.isnan(v)]
   return sum(vals) / len(vals) if vals else math.nan
 
 
-def _spread(values: Sequence[float]) -> float:
+def nan_sd(values: Sequence[float], *, single: float = math.nan) -> float:
+  """The sample standard deviation of the values that are not NaN; `single` for one value, NaN for none."""
   vals = [v for v in values if not math.isnan(v)]
   if len(vals) < 2:
-    return 0.0 if vals else math.nan
+    return single if vals else math.nan
   m = sum(vals) / len(vals)
   return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
 
@@ -128,16 +130,16 @@ def claim_boundary(evals: Mapping[str, Any], seeds: Sequence[int], *, variant: s
   v = SUPPORTED if v_hard == SUPPORTED and v_gap == SUPPORTED else (
       NOT_SUPPORTED if v_hard == NOT_SUPPORTED else INCONCLUSIVE)
   base_hard, base_easy = group_metric(base, hard, key), group_metric(base, easy, key)
-  end_hard = _mean([base_hard + d for d in d_hard])
-  end_easy = _mean([base_easy + per_seed[str(s)]["easy_change"] for s in seeds])
+  end_hard = nanmean([base_hard + d for d in d_hard])
+  end_easy = nanmean([base_easy + per_seed[str(s)]["easy_change"] for s in seeds])
   summary = (f"{key} on hard levels ({', '.join(hard)}) went from {_fmt(base_hard)} (base) to {_fmt(end_hard)} "
              f"(step {steps[-1] if steps else '?'}, mean of {len(seeds)} seeds), rising by more than {min_effect} "
              f"in {wins}/{len(seeds)} seeds; on easy levels from {_fmt(base_easy)} to {_fmt(end_easy)}; the hard "
              f"change exceeded the easy one in {gap_wins}/{len(seeds)} seeds")
   return _claim("a", v, summary, {"metric": key, "variant": variant, "hard": list(hard), "easy": list(easy),
                                   "base_hard": base_hard, "base_easy": base_easy, "final_hard_mean": end_hard,
-                                  "final_easy_mean": end_easy, "final_hard_spread": _spread(
-                                      [base_hard + d for d in d_hard]),
+                                  "final_easy_mean": end_easy, "final_hard_spread": nan_sd(
+                                      [base_hard + d for d in d_hard], single=0.0),
                                   "seeds_hard_rose": wins, "seeds_hard_rose_more_than_easy": gap_wins,
                                   "per_seed": per_seed, "min_effect": min_effect})
 
@@ -161,7 +163,7 @@ def claim_resets(rows: Mapping[str, Rows], seeds: Sequence[int], *, full: str, n
                            "kl_first_half_without": window_mean(b, "kl", 0, 2 * q)}
   v, wins = verdict(effects, min_effect)
   missing = "" if all(reset_at) else " (no reset fell in the second half of some run: untested there)"
-  with_, without = (_mean([p[key] for p in per_seed.values()]) for key in ("gain_with_resets", "gain_without"))
+  with_, without = (nanmean([p[key] for p in per_seed.values()]) for key in ("gain_with_resets", "gain_without"))
   summary = (f"second-half gain in validation score@1: {_fmt(with_)} with resets vs {_fmt(without)} without (mean of "
              f"{len(seeds)} seeds); with resets ahead by more than {min_effect} in {wins}/{len(seeds)} seeds{missing}")
   return _claim("b", v, summary, {"variants": [full, no_reset], "quarter_steps": q, "per_seed": per_seed,
@@ -178,8 +180,8 @@ def claim_entropy(rows: Mapping[str, Rows], seeds: Sequence[int], *, full: str, 
     effects.append((a - b) / abs(b) if b else math.nan)
     per_seed[str(seed)] = {"entropy_decoupled": a, "entropy_symmetric": b, "relative_difference": effects[-1]}
   v, wins = verdict(effects, min_effect)
-  summary = (f"mean entropy over the second half: {_fmt(_mean([p['entropy_decoupled'] for p in per_seed.values()]))}"
-             f" with decoupled clipping vs {_fmt(_mean([p['entropy_symmetric'] for p in per_seed.values()]))} "
+  summary = (f"mean entropy over the second half: {_fmt(nanmean([p['entropy_decoupled'] for p in per_seed.values()]))}"
+             f" with decoupled clipping vs {_fmt(nanmean([p['entropy_symmetric'] for p in per_seed.values()]))} "
              f"symmetric; higher by more than {min_effect:.0%} in {wins}/{len(seeds)} seeds")
   return _claim("c", v, summary, {"variants": [full, symmetric], "per_seed": per_seed, "seeds_higher": wins,
                                   "min_relative_effect": min_effect})
@@ -199,8 +201,8 @@ def claim_dynamic_sampling(rows: Mapping[str, Rows], seeds: Sequence[int], *, fu
   `target_fraction` of the way to the lower of the two variants' best scores (mean over seeds), among the variants
   whose best rose more than `min_effect` above the start (untested, inconclusive, when neither did)."""
   runs = [rows.get(f"{v}/seed{s}", []) for v in (full, no_ds) for s in seeds]
-  start = _mean([series(r, VALIDATION_KEY)[1][0] for r in runs if series(r, VALIDATION_KEY)[1]])
-  best = [_mean([max(series(rows.get(f"{v}/seed{s}", []), VALIDATION_KEY)[1] or [math.nan]) for s in seeds])
+  start = nanmean([series(r, VALIDATION_KEY)[1][0] for r in runs if series(r, VALIDATION_KEY)[1]])
+  best = [nanmean([max(series(rows.get(f"{v}/seed{s}", []), VALIDATION_KEY)[1] or [math.nan]) for s in seeds])
           for v in (full, no_ds)]
   improved = [b for b in best if b > start + min_effect]
   if not improved:
@@ -249,8 +251,8 @@ def claim_continued(evals: Mapping[str, Any], rows: Mapping[str, Rows], seeds: S
     effects.append(after - before)
     per_seed[str(seed)] = {"before": before, "after": after}
   v, wins = verdict(effects, min_effect)
-  summary = (f"{source}: {_fmt(_mean([p['before'] for p in per_seed.values()]))} -> "
-             f"{_fmt(_mean([p['after'] for p in per_seed.values()]))} (mean of {len(seeds)} seeds); rose by more "
+  summary = (f"{source}: {_fmt(nanmean([p['before'] for p in per_seed.values()]))} -> "
+             f"{_fmt(nanmean([p['after'] for p in per_seed.values()]))} (mean of {len(seeds)} seeds); rose by more "
              f"than {min_effect} in {wins}/{len(seeds)} seeds")
   return _claim("e", v, summary, {"variant": variant, "measure": source, "per_seed": per_seed, "seeds_rose": wins,
                                   "min_effect": min_effect})

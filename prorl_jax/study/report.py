@@ -24,11 +24,6 @@ def _mean_curve(runs: Sequence[Rows], key: str) -> tuple[list[int], list[float],
   return steps, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals]
 
 
-def _nanmean(values: Sequence[float]) -> float:
-  vals = [v for v in values if not math.isnan(v)]
-  return sum(vals) / len(vals) if vals else math.nan
-
-
 def _by_variant(rows: Mapping[str, Rows]) -> dict[str, list[Rows]]:
   out: dict[str, list[Rows]] = {}
   for name, r in rows.items():
@@ -103,8 +98,8 @@ def plot_scores(rows: Mapping[str, Rows], evals: Mapping[str, Any], seeds: Seque
     xs, hard_y, easy_y = [], [], []
     for s in sorted({0, *steps}):
       keys = ["base"] if s == 0 else [f"{variant}/seed{seed}/step{s}" for seed in seeds]
-      h = _nanmean([claims_lib.group_metric(evals.get(key), hard, f"pass@{k}") for key in keys])
-      e = _nanmean([claims_lib.group_metric(evals.get(key), easy, f"pass@{k}") for key in keys])
+      h = claims_lib.nanmean([claims_lib.group_metric(evals.get(key), hard, f"pass@{k}") for key in keys])
+      e = claims_lib.nanmean([claims_lib.group_metric(evals.get(key), easy, f"pass@{k}") for key in keys])
       if not (math.isnan(h) and math.isnan(e)) and (s == 0 or any(evals.get(key) for key in keys)):
         xs.append(s)
         hard_y.append(h)
@@ -247,7 +242,7 @@ def claim_table(evidence: Mapping[str, Any]) -> list[str]:
   columns = list(dict.fromkeys(k for r in rows.values() for k in r))
   lines = _table(["seed"] + columns, [[seed] + [_cell(r.get(col)) for col in columns] for seed, r in rows.items()])
   if len(rows) > 1:
-    for label, fn in (("mean", _nanmean), ("sd", _sd)):
+    for label, fn in (("mean", claims_lib.nanmean), ("sd", claims_lib.nan_sd)):
       vals = []
       for col in columns:
         xs = [r.get(col) for r in rows.values()]
@@ -256,10 +251,3 @@ def claim_table(evidence: Mapping[str, Any]) -> list[str]:
         vals.append(_cell(fn(nums)) if len(nums) == len(xs) and nums else "")
       lines.append("| " + " | ".join([label] + vals) + " |")
   return lines
-
-
-def _sd(values: Sequence[float]) -> float:
-  if len(values) < 2:
-    return math.nan
-  m = sum(values) / len(values)
-  return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))

@@ -9,13 +9,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import importlib.util
 import os
 import pathlib
 from typing import Any, Sequence
 
 import ml_collections
 
+from prorl_jax.config_files import field_names, load_config_file
 from prorl_jax.errors import ConfigError
 
 
@@ -92,31 +92,6 @@ class Study:
     return tuple(v for v in names if v in self.variants)
 
 
-def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
-  """`get_config()` of a Python config file, unlocked copy."""
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise ConfigError(f"config file {str(path)!r} does not exist")
-  spec = importlib.util.spec_from_file_location(f"_study_config_{abs(hash(str(path)))}", path)
-  module = importlib.util.module_from_spec(spec)
-  try:
-    spec.loader.exec_module(module)
-    config = module.get_config()
-  except Exception as e:  # noqa: BLE001 - reported with the file's name
-    raise ConfigError(f"config file {str(path)!r}: get_config() failed: {type(e).__name__}: {e}") from e
-  config = ml_collections.ConfigDict(config.to_dict()) if isinstance(config, ml_collections.ConfigDict) else config
-  return config
-
-
-def _fields(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
-  names = []
-  for key, value in config.items():
-    names.append(prefix + key)
-    if isinstance(value, ml_collections.ConfigDict):
-      names.extend(_fields(value, prefix + key + "."))
-  return names
-
-
 def _parse_value(text: str, current: Any, field: str, what: str) -> Any:
   if isinstance(current, str):
     return text
@@ -143,7 +118,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str],
                     what: str) -> ml_collections.ConfigDict:
   """Applies "field=value" strings (the syntax of `--config.field=value`) to `config` in place and returns it.
   A field the config lacks or a value of the wrong type is a `ConfigError` naming `what` and the closest field."""
-  fields = _fields(config)
+  fields = field_names(config)
   for item in overrides:
     name, sep, text = str(item).partition("=")
     name = name.strip().removeprefix("--config.")
