@@ -108,11 +108,22 @@ def test_workers_are_reused_across_batches(manager):
 
 
 def test_items_run_in_parallel(manager):
+  # Replacements for the workers killed above may still be starting; a batch would not wait for them.
+  assert manager.wait_ready() == manager.num_workers
   start = time.monotonic()
   batch = manager.score_batch(["nap"] * 4, [""] * 4, ["0.5"] * 4)
   elapsed = time.monotonic() - start
-  assert batch.counts()["ok"] == 4
+  assert batch.counts()["ok"] == 4 and len({i.worker_pid for i in batch.info}) == 2
   assert elapsed < 4 * 0.5, f"{elapsed:.2f}s: two workers should overlap the naps"
+
+
+def test_wait_ready_waits_for_every_worker(verifier_module):
+  with RewardManager(3, domains=verifier_module, preload=["exact"]) as rm:
+    assert rm.wait_ready() == 3
+    batch = rm.score_batch(["nap"] * 3, [""] * 3, ["0.3"] * 3)
+    assert len({i.worker_pid for i in batch.info}) == 3  # all three were idle when the batch started
+  with pytest.raises(RuntimeError, match="closed"):
+    rm.wait_ready()
 
 
 def test_concurrent_callers_get_their_own_results(manager):

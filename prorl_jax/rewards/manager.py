@@ -249,7 +249,17 @@ class RewardManager:
     batch = self.score_batch([domain], [response], [ground_truth], timeout_s=timeout_s)
     return float(batch.scores[0]), batch.info[0]
 
-  def _run(self, domains, tasks):
+  def wait_ready(self) -> int:
+    """Blocks until no worker is still starting (each has imported its preloads, or failed and been replaced up to
+    the start limits); returns the number of workers ready for items. Batches never need it (an idle worker takes
+    items while others start); it is for callers that want the whole pool before timing or load."""
+    with self._lock:
+      if self._closed:
+        raise RuntimeError("RewardManager is closed")
+      self._run([], [], until_started=True)
+      return sum(w.state == "idle" for w in self._workers)
+
+  def _run(self, domains, tasks, until_started=False):
     for w in list(self._workers):
       if w.state == "busy":  # left over from a batch interrupted (e.g. KeyboardInterrupt): its reply is stale
         self._retire(w)
@@ -267,7 +277,7 @@ class RewardManager:
         if warnings <= _MAX_WARNINGS_PER_BATCH:
           _log.warning("reward item %d (%s): %s after %.2fs %s", item, domains[item], status, elapsed, error)
 
-    while pending or any(w.state == "busy" for w in self._workers):
+    while pending or any(w.state == "busy" or (until_started and w.state == "starting") for w in self._workers):
       for w in self._workers:
         if w.state == "idle" and pending:
           item = pending.popleft()
