@@ -87,7 +87,10 @@ def test_failures_give_zero_and_the_pool_survives(manager, caplog):
   start = time.monotonic()
   with caplog.at_level(logging.WARNING, logger="prorl_jax.rewards.manager"):
     batch = manager.score_batch(domains, ["a"] * 8, ["a", "x", "x", "x", "x", "x", "0.1", "a"])
-  assert time.monotonic() - start < 1.0 + 3.0  # one hang (1 s timeout) + restarts, on a loaded 2-core machine
+  # The hang costs its 1 s limit; the batch also waits for replacement workers to start (seconds each when the
+  # machine is loaded), so its own bound only shows that nothing waited for the hang to end.
+  assert time.monotonic() - start < 30.0
+  assert 1.0 <= batch.info[2].elapsed_s < 1.0 + 1.0, batch.info[2]
   np.testing.assert_array_equal(batch.scores, [1, 0, 0, 0, 0, 0, 0.5, 1])
   status = [(i.status, i.error_type) for i in batch.info]
   assert status == [("ok", ""), ("error", "ValueError"), ("timeout", "Timeout"), ("error", "WorkerDied"),

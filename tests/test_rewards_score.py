@@ -90,7 +90,8 @@ def fake_domains(monkeypatch, tmp_path):
 def test_a_hanging_verifier_cannot_hang_score(fake_domains):
   start = time.monotonic()
   assert score("math", r"\boxed{1}", "1", timeout_s=1.0) == 0.0
-  assert time.monotonic() - start < 1.0 + 3.0  # worker start-up + the 1 s limit, on a loaded machine
+  # Worker start-up (seconds on a loaded machine) + the 1 s limit; a verifier that could hang score never returns.
+  assert time.monotonic() - start < 1.0 + 15.0
 
 
 def test_verifier_value_error_is_reraised_and_other_errors_score_zero(fake_domains):
