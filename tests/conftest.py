@@ -23,3 +23,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
   atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto` (pytest.ini): one test process per core, at most 4 — each runs JAX with 8 simulated devices and
+  compiles on one core, so two processes keep a 2-core machine busy where one left it ~40% idle, and more than
+  four would mostly add memory."""
+  del config
+  return max(1, min(len(os.sched_getaffinity(0)), 4))
