@@ -49,8 +49,8 @@ def _clip_args(clip_low, clip_high) -> None:
   _check_positive("clip_high", clip_high)
 
 
-def _metrics(mask, *, clipfrac=_ZERO, clipfrac_lower=_ZERO, ppo_kl=_ZERO, high=_ZERO, low=_ZERO, cov=_ZERO):
-  del mask  # every metric is already a masked mean
+def _metrics(*, clipfrac=_ZERO, clipfrac_lower=_ZERO, ppo_kl=_ZERO, high=_ZERO, low=_ZERO, cov=_ZERO):
+  """The metric keys every objective reports (zero where it has none); each value is already a masked mean."""
   as_metric = lambda v: v if isinstance(v, jax.Array) else jnp.asarray(v, jnp.float32)
   return {"pg_clipfrac": as_metric(clipfrac), "pg_clipfrac_lower": as_metric(clipfrac_lower),
           "ppo_kl": as_metric(ppo_kl), "clipfrac_high": as_metric(high), "clipfrac_low": as_metric(low),
@@ -92,7 +92,7 @@ def gspo_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.Ar
   loss2 = -adv * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
   loss = _aggregate(jnp.maximum(loss1, loss2), m, agg_mode, w,
                     _counts(global_num_tokens, global_num_seqs, loss_scale_factor, dp_size))
-  metrics = _metrics(m, clipfrac=_fraction(loss2 > loss1, m), ppo_kl=masked.masked_mean(-delta, m),
+  metrics = _metrics(clipfrac=_fraction(loss2 > loss1, m), ppo_kl=masked.masked_mean(-delta, m),
                      high=_fraction((adv > 0) & (ratio > 1.0 + clip_high), m),
                      low=_fraction((adv < 0) & (ratio < 1.0 - clip_low), m))
   return loss, dict(metrics, pg_loss=loss)
@@ -111,7 +111,7 @@ def cispo_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.A
   clipped = jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
   per_token = -jax.lax.stop_gradient(clipped) * adv * logp
   loss = _aggregate(per_token, m, agg_mode, w, _counts(global_num_tokens, global_num_seqs, loss_scale_factor, dp_size))
-  metrics = _metrics(m, clipfrac=_fraction(ratio != clipped, m), ppo_kl=masked.masked_mean(-delta, m),
+  metrics = _metrics(clipfrac=_fraction(ratio != clipped, m), ppo_kl=masked.masked_mean(-delta, m),
                      high=_fraction(ratio > 1.0 + clip_high, m), low=_fraction(ratio < 1.0 - clip_low, m))
   return loss, dict(metrics, pg_loss=loss)
 
@@ -130,7 +130,7 @@ def sapo_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.Ar
   gate = jax.nn.sigmoid(tau * (ratio - 1.0)) * (4.0 / tau)
   loss = _aggregate(-gate * adv, m, "seq-mean-token-mean", w,
                     _counts(global_num_tokens, global_num_seqs, loss_scale_factor, dp_size))
-  return loss, dict(_metrics(m, ppo_kl=masked.masked_mean(-delta, m)), pg_loss=loss)
+  return loss, dict(_metrics(ppo_kl=masked.masked_mean(-delta, m)), pg_loss=loss)
 
 
 def gmpo_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.Array, *, clip_low: float,
@@ -156,7 +156,7 @@ def gmpo_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.Ar
   rows = per_seq.shape[0] if global_num_seqs is None else global_num_seqs
   loss = jnp.sum(per_seq) / jnp.maximum(jnp.asarray(rows, jnp.float32), 1.0)
   clipped = delta != clamped
-  metrics = _metrics(m, clipfrac=_fraction(clipped & (adv > 0), m), clipfrac_lower=_fraction(clipped & (adv < 0), m),
+  metrics = _metrics(clipfrac=_fraction(clipped & (adv > 0), m), clipfrac_lower=_fraction(clipped & (adv < 0), m),
                      ppo_kl=masked.masked_mean(-delta, m), high=_fraction(clipped & (adv > 0), m),
                      low=_fraction(clipped & (adv < 0), m))
   return loss, dict(metrics, pg_loss=loss)
@@ -188,7 +188,7 @@ def kl_cov_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: jax.
   chosen = valid & (_ranks(cov, valid) < k) & (n > 0)
   per_token = -adv * ratio + jnp.where(chosen, ppo_kl_coef * jnp.abs(delta), 0.0)
   loss = _aggregate(per_token, m, agg_mode, w, _counts(global_num_tokens, global_num_seqs, loss_scale_factor, dp_size))
-  metrics = _metrics(m, ppo_kl=masked.masked_mean(jnp.abs(delta), m), cov=_fraction(chosen, m))
+  metrics = _metrics(ppo_kl=masked.masked_mean(jnp.abs(delta), m), cov=_fraction(chosen, m))
   return loss, dict(metrics, pg_loss=loss)
 
 
@@ -216,7 +216,7 @@ def clip_cov_loss(logp: jax.Array, old_logp: jax.Array, adv: jax.Array, mask: ja
   cut = eligible & (_ranks(priority, eligible) < count)
   per_token = jnp.where(cut, 0.0, jnp.maximum(loss1, loss2))
   loss = _aggregate(per_token, m, agg_mode, w, _counts(global_num_tokens, global_num_seqs, loss_scale_factor, dp_size))
-  metrics = _metrics(m, clipfrac=_fraction(cut, m), ppo_kl=masked.masked_mean(-delta, m),
+  metrics = _metrics(clipfrac=_fraction(cut, m), ppo_kl=masked.masked_mean(-delta, m),
                      high=_fraction((adv > 0) & (ratio > 1.0 + clip_high), m),
                      low=_fraction((adv < 0) & (ratio < 1.0 - clip_low), m), cov=_fraction(cut, m))
   return loss, dict(metrics, pg_loss=loss)
