@@ -26,8 +26,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 def pytest_xdist_auto_num_workers(config):
-  """`-n auto` (pytest.ini): one test process per core, at most 4 — each runs JAX with 8 simulated devices and
-  compiles on one core, so two processes keep a 2-core machine busy where one left it ~40% idle, and more than
-  four would mostly add memory."""
+  """`-n auto` (pytest.ini): one test process per core, at most 4. Each runs JAX with 8 simulated devices and
+  compiles on one core, so one process leaves a 2-core machine partly idle; beyond four they mostly add memory.
+  The compilation cache above is made once, by the controlling process, and shared by all of them."""
   del config
   return max(1, min(len(os.sched_getaffinity(0)), 4))

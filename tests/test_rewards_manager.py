@@ -90,7 +90,7 @@ def test_failures_give_zero_and_the_pool_survives(manager, caplog):
   # The hang costs its 1 s limit; the batch also waits for replacement workers to start (seconds each when the
   # machine is loaded), so its own bound only shows that nothing waited for the hang to end.
   assert time.monotonic() - start < 30.0
-  assert 1.0 <= batch.info[2].elapsed_s < 1.0 + 1.0, batch.info[2]
+  assert 0.9 < batch.info[2].elapsed_s < 1.0 + 1.0, batch.info[2]  # its clock starts just after its deadline's
   np.testing.assert_array_equal(batch.scores, [1, 0, 0, 0, 0, 0, 0.5, 1])
   status = [(i.status, i.error_type) for i in batch.info]
   assert status == [("ok", ""), ("error", "ValueError"), ("timeout", "Timeout"), ("error", "WorkerDied"),
