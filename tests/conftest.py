@@ -30,4 +30,5 @@ def pytest_xdist_auto_num_workers(config):
   compiles on one core, so one process leaves a 2-core machine partly idle; beyond four they mostly add memory.
   The compilation cache above is made once, by the controlling process, and shared by all of them."""
   del config
-  return max(1, min(len(os.sched_getaffinity(0)), 4))
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # not on macOS
+  return max(1, min(cores or 1, 4))
